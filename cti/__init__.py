@@ -1,0 +1,1 @@
+"""CTI bridge: PBX adapters that turn call signalling into normalized call events."""

@@ -1,0 +1,68 @@
+"""Settings, read once from the environment (DESIGN.md, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _generated_secret(data_dir: Path, name: str) -> str:
+    """Return a secret kept in the data dir, creating it on first use.
+
+    Generated once so that tokens survive restarts without anyone having to configure them.
+    """
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None
+    secret_key: str
+    search: str = "postgres"
+    elasticsearch_url: str | None = None
+    default_region: str = "JP"
+    timezone: str = "Asia/Tokyo"
+    smtp_url: str | None = None
+    cti_token: str = ""
+    mail_token: str = ""
+    support_address: str = "support@localhost"
+    token_ttl_seconds: int = 12 * 3600
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    secure_cookies: bool = False
+    login_max_failures: int = 5
+    login_window_seconds: int = 300
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("HELPDESK_DATA_DIR", "./var")).resolve()
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("HELPDESK_DATABASE_URL") or None,
+            secret_key=env.get("HELPDESK_SECRET_KEY") or _generated_secret(data_dir, "secret_key"),
+            search=env.get("HELPDESK_SEARCH", "postgres"),
+            elasticsearch_url=env.get("HELPDESK_ELASTICSEARCH_URL") or None,
+            default_region=env.get("HELPDESK_DEFAULT_REGION", "JP").upper(),
+            timezone=env.get("HELPDESK_TIMEZONE", "Asia/Tokyo"),
+            smtp_url=env.get("HELPDESK_SMTP_URL") or None,
+            cti_token=env.get("HELPDESK_CTI_TOKEN") or _generated_secret(data_dir, "cti_token"),
+            mail_token=env.get("HELPDESK_MAIL_TOKEN") or _generated_secret(data_dir, "mail_token"),
+            support_address=env.get("HELPDESK_SUPPORT_ADDRESS", "support@localhost"),
+            secure_cookies=env.get("HELPDESK_SECURE_COOKIES", "") in ("1", "true", "yes"),
+        )
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.data_dir / "attachments"

@@ -1,0 +1,291 @@
+"""The desk's tables, as typed SQLAlchemy models. The schema itself is made by Alembic only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Sequence,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ROLES = ("agent", "supervisor", "admin")
+IDENTITY_KINDS = ("phone", "email", "chat", "external")
+CASE_STATUSES = ("new", "open", "pending", "on_hold", "solved", "closed")
+PRIORITIES = ("low", "normal", "high", "urgent")
+CHANNELS = ("phone", "email", "chat", "web", "other")
+INTERACTION_KINDS = ("call", "email", "chat", "note", "system")
+DIRECTIONS = ("in", "out", "internal")
+TIERS = ("standard", "silver", "gold", "platinum")
+LANGUAGES = ("ja", "en")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class User(Base):
+    """An agent, supervisor or admin: someone who logs in to the desk."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="ck_users_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    extension: Mapped[str | None] = mapped_column(String(32), unique=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    language: Mapped[str | None] = mapped_column(String(8))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    team: Mapped[Team | None] = relationship(lazy="raise")
+
+
+class RevokedToken(Base):
+    """JWT ids revoked by logout; rows are useless after `expires_at` and may be purged."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LoginFailure(Base):
+    """Failed logins, kept in the database so every app process counts the same failures."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_account_at", "account", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        CheckConstraint(_one_of("tier", TIERS), name="ck_customers_tier"),
+        Index(
+            "ix_customers_search_text_trgm",
+            "search_text",
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_kana: Mapped[str | None] = mapped_column(String(200))
+    organization: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(8))
+    tier: Mapped[str] = mapped_column(String(20), server_default="standard")
+    notes: Mapped[str | None] = mapped_column(Text)
+    # Name, kana and organisation folded (NFKC, lower case, katakana as hiragana) so one
+    # trigram index answers "やまだ", "ヤマダ" and "山田" searches alike.
+    search_text: Mapped[str] = mapped_column(Text, server_default="")
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    identities: Mapped[list[ContactIdentity]] = relationship(
+        back_populates="customer", lazy="raise", order_by="ContactIdentity.id"
+    )
+
+
+class ContactIdentity(Base):
+    """One way to reach a customer: a phone number, an email address, a chat or external id.
+
+    The normalized value is unique per customer and kind, not globally: an office number or a
+    shared mailbox can belong to several customers, and the screen-pop must offer them all.
+    """
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", IDENTITY_KINDS), name="ck_contact_identities_kind"),
+        UniqueConstraint("customer_id", "kind", "normalized", name="uq_identity_customer_value"),
+        Index("ix_contact_identities_lookup", "kind", "normalized"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    raw_value: Mapped[str] = mapped_column(String(320))
+    normalized: Mapped[str] = mapped_column(String(320))
+    verified: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    is_primary: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    customer: Mapped[Customer] = relationship(back_populates="identities", lazy="raise")
+
+
+case_number_seq = Sequence("case_number_seq", start=1001)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", CASE_STATUSES), name="ck_cases_status"),
+        CheckConstraint(_one_of("priority", PRIORITIES), name="ck_cases_priority"),
+        CheckConstraint(_one_of("channel", CHANNELS), name="ck_cases_channel"),
+        Index("ix_cases_status_updated", "status", "updated_at"),
+        Index("ix_cases_assignee_status", "assignee_id", "status"),
+        Index("ix_cases_customer", "customer_id", "status"),
+        Index("ix_cases_tags", "tags", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(
+        BigInteger, case_number_seq, server_default=case_number_seq.next_value(), unique=True
+    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"))
+    subject: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), server_default="new")
+    priority: Mapped[str] = mapped_column(String(16), server_default="normal")
+    channel: Mapped[str] = mapped_column(String(16))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="SET NULL"), index=True
+    )
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    solved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    assignee: Mapped[User | None] = relationship(lazy="raise")
+    team: Mapped[Team | None] = relationship(lazy="raise")
+
+
+class Interaction(Base):
+    """One entry on a customer's timeline: a call, an email, a chat, a note or a system event."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", INTERACTION_KINDS), name="ck_interactions_kind"),
+        CheckConstraint(_one_of("direction", DIRECTIONS), name="ck_interactions_direction"),
+        Index("ix_interactions_customer_timeline", "customer_id", "occurred_at", "id"),
+        Index("ix_interactions_case_timeline", "case_id", "occurred_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(16))
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    text: Mapped[str] = mapped_column(Text, server_default="")
+    html: Mapped[str | None] = mapped_column(Text)  # always sanitized before it is stored
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    occurred_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    author: Mapped[User | None] = relationship(lazy="raise")
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="interaction", lazy="raise", order_by="Attachment.id"
+    )
+
+
+class Attachment(Base):
+    """A file on an interaction; the bytes live under the data dir, named by their SHA-256."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    interaction_id: Mapped[int] = mapped_column(
+        ForeignKey("interactions.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    interaction: Mapped[Interaction] = relationship(back_populates="attachments", lazy="raise")
+
+
+class AuditRecord(Base):
+    """Who did what to which record, and when: written for every destructive or merging act."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_entity", "entity_type", "entity_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[int] = mapped_column(BigInteger)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+
+
+__all__ = [
+    "CASE_STATUSES",
+    "CHANNELS",
+    "DIRECTIONS",
+    "IDENTITY_KINDS",
+    "INTERACTION_KINDS",
+    "LANGUAGES",
+    "PRIORITIES",
+    "ROLES",
+    "TIERS",
+    "Attachment",
+    "AuditRecord",
+    "Base",
+    "Case",
+    "ContactIdentity",
+    "Customer",
+    "Interaction",
+    "LoginFailure",
+    "RevokedToken",
+    "Team",
+    "User",
+]

@@ -1,0 +1,147 @@
+"""The Starlette application: factory, lifespan resources, error handling, routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from helpdesk.config import Settings
+from helpdesk.db import Database
+from helpdesk.errors import DeskError
+from helpdesk.i18n import load_catalogs
+from helpdesk.web import api, health, pages, sessions
+from helpdesk.web.render import is_htmx, make_environment, render
+from helpdesk.web.security import SecurityHeaders, error_body, is_api
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+
+
+class Metrics:
+    """Prometheus collectors in the app's own registry (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "helpdesk_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "helpdesk_http_request_seconds",
+            "Time to answer an HTTP request",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            route = scope.get("route")
+            name = getattr(route, "path", "unmatched")
+            if metrics is not None:
+                metrics.requests.labels(scope["method"], name, str(status)).inc()
+                metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
+async def desk_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DeskError)
+    headers = {}
+    if getattr(exc, "retry_after", None):
+        headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
+    if is_api(request):
+        return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+    template = "_error_fragment.html" if is_htmx(request) else "error.html"
+    response = render(request, template, {"error": exc}, status=exc.status)
+    response.headers.update(headers)
+    return response
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    err = DeskError(exc.detail or "error")
+    err.status, err.code = exc.status_code, codes.get(exc.status_code, "error")
+    if is_api(request) or not hasattr(request.app.state, "jinja"):
+        return JSONResponse(error_body(err), status_code=exc.status_code)
+    return render(request, "error.html", {"error": err}, status=exc.status_code)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "internal error; it has been logged"}},
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) -> Starlette:
+    """The desk as an ASGI app, on a database that already exists and is migrated."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.db = Database.from_url(database_url, pool_size=pool_size)
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    routes = [
+        *health.routes,
+        *sessions.routes,
+        *api.routes,
+        *pages.routes,
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(SecurityHeaders, secure_cookies=settings.secure_cookies),
+        ],
+        exception_handlers={
+            DeskError: desk_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.jinja = make_environment()
+    app.state.catalogs = load_catalogs()
+    app.state.metrics = Metrics()
+    return app

@@ -1,0 +1,1 @@
+"""FAQ articles and their search backends."""

@@ -1,0 +1,47 @@
+// The desk's own script: no framework, no inline handlers (the CSP forbids them).
+(function () {
+  "use strict";
+
+  // Remember the browser's timezone so server-rendered times are in the viewer's zone.
+  try {
+    var tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (tz && document.cookie.indexOf("helpdesk_tz=" + tz) === -1) {
+      document.cookie = "helpdesk_tz=" + encodeURIComponent(tz) + "; path=/; max-age=31536000; samesite=lax";
+    }
+  } catch (e) { /* old browser: the server's default zone is used */ }
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  // Every htmx request carries the CSRF token in a header.
+  document.addEventListener("htmx:configRequest", function (event) {
+    event.detail.headers["X-CSRF-Token"] = csrfToken();
+  });
+
+  // Show server-side validation messages that htmx would otherwise drop (4xx responses).
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var status = event.detail.xhr.status;
+    if (status === 409 || status === 422 || status === 403) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el && el.hasAttribute && el.hasAttribute("data-autosubmit") && el.form) {
+      el.form.submit();
+    }
+  });
+
+  // "/" focuses the search box, as in most agent tools.
+  document.addEventListener("keydown", function (event) {
+    var tag = (event.target && event.target.tagName) || "";
+    if (event.key === "/" && !/INPUT|TEXTAREA|SELECT/.test(tag)) {
+      var box = document.getElementById("customer-search") || document.getElementById("global-search");
+      if (box) { event.preventDefault(); box.focus(); }
+    }
+  });
+})();
