@@ -53,8 +53,10 @@ class CustomerInput:
 
 
 def search_text_for(customer: Customer) -> str:
-    parts = (customer.name, customer.name_kana, customer.organization)
-    return " ".join(fold_text(p) for p in parts if p)
+    """Folded names, each also without spaces: "山田太郎" and "田太" must find "山田 太郎"."""
+    folded = [fold_text(p) for p in (customer.name, customer.name_kana, customer.organization) if p]
+    joined = [f.replace(" ", "") for f in folded if " " in f]
+    return " ".join(folded + joined)
 
 
 def _check_fields(values: dict[str, object]) -> None:
@@ -182,7 +184,9 @@ async def update_customer(
 
 
 async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
-    customer = await session.get(Customer, customer_id, options=[selectinload(Customer.identities)])
+    customer = await session.get(
+        Customer, customer_id, options=[selectinload(Customer.identities)], populate_existing=True
+    )
     if customer is None:
         raise NotFound(f"customer {customer_id} not found")
     return customer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -40,7 +40,9 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 
 class Base(DeclarativeBase):
-    pass
+    # Fetch server-side defaults (ids, timestamps) with RETURNING at flush time: with async
+    # sessions an expired attribute cannot lazy-load, so it must never be left expired.
+    __mapper_args__: ClassVar[dict[str, object]] = {"eager_defaults": True}
 
 
 class Team(Base):
