@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from helpdesk.migrations import COMPARE_OPTIONS
 from helpdesk.models import Base
 
 config = context.config
@@ -27,7 +28,7 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(connection=connection, target_metadata=target_metadata, **COMPARE_OPTIONS)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -7,24 +7,70 @@ import asyncio
 import getpass
 import logging
 import secrets
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
 from typing import Any
 
 from helpdesk.config import Settings
-from helpdesk.db import Database, database_url
+from helpdesk.db import Database
 from helpdesk.embedded_pg import EmbeddedPostgres
 from helpdesk.errors import DeskError
 
 log = logging.getLogger("helpdesk")
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGINT: unwind (running every `finally`) instead of dying where we stand.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def _install_signal_handlers() -> None:
+    # Without this, SIGTERM kills the process on the spot and the embedded PostgreSQL we
+    # started keeps running. uvicorn swaps in its own handlers while it serves, restores ours
+    # when it has shut down, and then re-raises the signal it caught: that lands here, and
+    # `Stopped` unwinds through `_database()`, which stops the server.
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGINT, _raise_stopped)
+
+
+@contextmanager
+def _database(settings: Settings, *, announce: bool = False) -> Iterator[str]:
+    """The configured database URL, or the embedded server's: started here, stopped on exit.
+
+    The server object exists before it starts, so a signal that arrives while it is still
+    starting also ends in `stop()` (which does nothing unless we own the server).
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server = EmbeddedPostgres(settings.data_dir)
+    try:
+        yield server.start()
+    finally:
+        owned = server.owner
+        server.stop()
+        if announce and owned:
+            print("helpdesk: embedded PostgreSQL stopped", flush=True)
+
+
 def _with_database(
     settings: Settings, work: Callable[[Database], Awaitable[Any]], *, migrate: bool = True
 ) -> Any:
     """Run `work` against the configured (or embedded) database, stopping what we started."""
-    url, server = database_url(settings)
-    try:
+    with _database(settings) as url:
 
         async def run() -> Any:
             db = Database.from_url(url, pool_size=2)
@@ -38,9 +84,6 @@ def _with_database(
                 await db.dispose()
 
         return asyncio.run(run())
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,8 +145,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from helpdesk import migrations
     from helpdesk.web.app import create_app
 
-    url, server = database_url(settings)
-    try:
+    with _database(settings, announce=True) as url:
 
         async def prepare() -> Any:
             db = Database.from_url(url, pool_size=2)
@@ -125,13 +167,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             print(demo.describe(report), flush=True)
         app = create_app(settings, url)
         print(f"helpdesk: serving on http://{args.host}:{args.port}", flush=True)
-        # uvicorn turns SIGINT/SIGTERM into a graceful shutdown and returns here, so the
-        # `finally` below stops the embedded database cleanly either way.
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
-    finally:
-        if server is not None:
-            server.stop()
-            print("helpdesk: embedded PostgreSQL stopped", flush=True)
+        # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal,
+        # which `_raise_stopped` turns into `Stopped`: `_database()` stops the embedded server.
+        # Being told to stop is how a server is meant to end: exit status 0.
+        with suppress(Stopped):
+            uvicorn.run(
+                app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on"
+            )
     return 0
 
 
@@ -188,11 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = Settings.from_env()
+    _install_signal_handlers()
     try:
         return int(args.func(settings, args) or 0)
     except DeskError as exc:
         print(f"helpdesk: {exc.message}", file=sys.stderr)
         return 2
+    except Stopped as stopped:
+        print(f"helpdesk: stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
+        return 128 + stopped.signum
 
 
 if __name__ == "__main__":

@@ -88,14 +88,16 @@ class EmbeddedPostgres:
             self._prepare_user()
             self._initdb_if_needed()
             if not self._is_running():
-                self._clear_stale_pidfile()
+                self._clear_stale_lock_files()
                 self._pg_ctl_start(timeout)
             else:
                 log.info("adopting PostgreSQL left running in %s", self.pgdata)
-            self._ensure_database()
         else:
             log.info("attaching to the embedded PostgreSQL owned by another process")
             self._wait_ready(timeout)
+        # An attached process makes sure of its database too: the owner may not have created
+        # it yet (it creates its own right after the server is up), or may use another one.
+        self._ensure_database()
         return self.url()
 
     def stop(self) -> None:
@@ -224,34 +226,53 @@ class EmbeddedPostgres:
             return False
         return proc.name() == "postgres" and str(self.pgdata) in cmdline
 
-    def _clear_stale_pidfile(self) -> None:
-        # We hold the owner lock and no postmaster of ours is alive: a pid file left by a killed
-        # server may name a pid the OS has since reused, which would make postgres refuse to
-        # start. It is ours to remove.
-        pidfile = self.pgdata / "postmaster.pid"
-        if pidfile.exists():
-            log.warning("removing stale %s", pidfile)
-            pidfile.unlink()
+    def _clear_stale_lock_files(self) -> None:
+        # We hold the owner lock and no postmaster of ours is alive. A server that died without
+        # shutting down leaves two lock files naming its pid: postmaster.pid and the socket's
+        # lock file. If that pid now belongs to another process (reused after a reboot or in a
+        # container, or an unreaped zombie), postgres refuses to start ("Is another postmaster
+        # running?"). Both files, and the dead socket, live in our private data dir: ours to
+        # remove.
+        for path in (
+            self.pgdata / "postmaster.pid",
+            self.socket_dir / f".s.PGSQL.{SOCKET_PORT}.lock",
+            self.socket_dir / f".s.PGSQL.{SOCKET_PORT}",
+        ):
+            if path.exists() or path.is_symlink():
+                log.warning("removing stale %s", path)
+                path.unlink(missing_ok=True)
 
     def _pg_ctl_start(self, timeout: float) -> None:
         opts = ["-h ''", f"-k {self.socket_dir}", f"-p {SOCKET_PORT}"]
         opts += [f"-c {k}={v}" for k, v in self.server_options.items()]
-        self._run(
-            [
-                str(_bin_dir() / "pg_ctl"),
-                "-D",
-                str(self.pgdata),
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "-l",
-                str(self.pgdata / "server.log"),
-                "-o",
-                " ".join(opts),
-                "start",
-            ],
-            timeout=timeout + 5,
-        )
+        log_file = self.pgdata / "server.log"
+        logged = log_file.stat().st_size if log_file.exists() else 0
+        try:
+            self._run(
+                [
+                    str(_bin_dir() / "pg_ctl"),
+                    "-D",
+                    str(self.pgdata),
+                    "-w",
+                    "-t",
+                    str(int(timeout)),
+                    "-l",
+                    str(log_file),
+                    "-o",
+                    " ".join(opts),
+                    "start",
+                ],
+                timeout=timeout + 5,
+            )
+        except EmbeddedPostgresError as exc:
+            # pg_ctl only says "could not start server"; the reason is in the server's log.
+            try:
+                with log_file.open("rb") as f:
+                    f.seek(logged)
+                    reason = f.read()[-4000:].decode(errors="replace").strip()
+            except OSError:
+                reason = ""
+            raise EmbeddedPostgresError(f"{exc}\n{log_file}:\n{reason}") from exc
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -266,9 +287,19 @@ class EmbeddedPostgres:
         raise EmbeddedPostgresError(f"embedded PostgreSQL in {self.pgdata} did not become ready")
 
     def _ensure_database(self) -> None:
-        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
-        if exists != "1":
+        def exists() -> bool:
+            found = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+            return found == "1"
+
+        if exists():
+            return
+        try:
             self.psql(f'CREATE DATABASE "{self.database}"')
+        except subprocess.CalledProcessError as exc:
+            if not exists():  # not just another process creating it at the same moment
+                raise EmbeddedPostgresError(
+                    f"could not create database {self.database}: {exc.stderr.strip()}"
+                ) from exc
 
 
 def supported() -> bool:

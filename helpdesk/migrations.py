@@ -11,6 +11,11 @@ from alembic import command
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# How autogenerate compares the models with a database: column types and server defaults too,
+# not only tables, columns, indexes and constraints. alembic/env.py configures every run with
+# these (so `alembic check` and `alembic revision --autogenerate` see what the tests see).
+COMPARE_OPTIONS: dict[str, object] = {"compare_type": True, "compare_server_default": True}
+
 
 def alembic_config() -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
