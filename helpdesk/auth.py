@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from helpdesk import events
 from helpdesk.errors import Conflict, InvalidInput, TooManyRequests, Unauthorized
 from helpdesk.identities import normalize_email
 from helpdesk.models import ROLES, LoginFailure, RevokedToken, Team, User
@@ -108,6 +109,11 @@ async def revoke_token(session: AsyncSession, claims: TokenClaims) -> None:
     """Logout: the token stops working everywhere at once, not just in this browser."""
     if await session.get(RevokedToken, claims.jti) is None:
         session.add(RevokedToken(jti=claims.jti, expires_at=claims.expires_at))
+    # Sockets opened with this token close too (code 4401, "token revoked").
+    await events.publish(
+        session,
+        events.Event("session_revoked", {"jti": claims.jti}, users=(claims.user_id,)),
+    )
     await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < func.now()))
 
 

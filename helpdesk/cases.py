@@ -9,6 +9,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from helpdesk import events
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import fold_text
 from helpdesk.interactions import add_interaction
@@ -120,7 +121,41 @@ async def create_case(
             author_user_id=author_user_id if kind == "note" else None,
         )
     await session.refresh(case)
+    await announce(session, case, "created", actor_user_id=author_user_id)
     return case
+
+
+async def announce(
+    session: AsyncSession,
+    case: Case,
+    change: str,
+    *,
+    actor_user_id: int | None,
+    previous_assignee_id: int | None = None,
+) -> None:
+    """Tell browsers a case changed, after commit: its assignee (and the one it left) by
+    name, and every socket watching the case page, the customer page or the queue."""
+    users = {u for u in (case.assignee_id, previous_assignee_id) if u is not None}
+    await events.publish(
+        session,
+        events.Event(
+            "case_updated",
+            {
+                "case_id": case.id,
+                "number": case.number,
+                "subject": case.subject,
+                "status": case.status,
+                "priority": case.priority,
+                "assignee_id": case.assignee_id,
+                "previous_assignee_id": previous_assignee_id,
+                "customer_id": case.customer_id,
+                "change": change,
+                "actor_id": actor_user_id,
+            },
+            users=tuple(sorted(users)),
+            topics=(f"case:{case.id}", f"customer:{case.customer_id}", "queue"),
+        ),
+    )
 
 
 async def get_case(session: AsyncSession, case_id: int) -> Case:
@@ -159,6 +194,7 @@ async def update_case(
         raise NotFound(f"case {case_id} not found")
     notes: list[str] = []
     now = datetime.now(UTC)
+    previous_assignee_id = case.assignee_id
 
     if "status" in changes and changes["status"] != case.status:
         status = changes["status"]
@@ -212,6 +248,16 @@ async def update_case(
             meta={"changes": {k: v for k, v in changes.items()}},
         )
     await session.flush()
+    if notes:
+        await announce(
+            session,
+            case,
+            "updated",
+            actor_user_id=actor_user_id,
+            previous_assignee_id=(
+                previous_assignee_id if previous_assignee_id != case.assignee_id else None
+            ),
+        )
     return await get_case(session, case.id)
 
 
@@ -235,6 +281,7 @@ async def add_note(
     )
     case.updated_at = datetime.now(UTC)
     await session.flush()
+    await announce(session, case, "note", actor_user_id=author_user_id)
     return case, note
 
 

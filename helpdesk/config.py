@@ -24,6 +24,19 @@ def _generated_secret(data_dir: Path, name: str) -> str:
     return value
 
 
+def _number(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise SystemExit(f"{name} must be positive, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -42,6 +55,11 @@ class Settings:
     secure_cookies: bool = False
     login_max_failures: int = 5
     login_window_seconds: int = 300
+    # Realtime hub (issue 3): see README, "Realtime".
+    presence_grace_seconds: float = 30.0
+    ws_heartbeat_seconds: float = 25.0
+    ws_queue_size: int = 256
+    ws_send_timeout_seconds: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -61,6 +79,10 @@ class Settings:
             mail_token=env.get("HELPDESK_MAIL_TOKEN") or _generated_secret(data_dir, "mail_token"),
             support_address=env.get("HELPDESK_SUPPORT_ADDRESS", "support@localhost"),
             secure_cookies=env.get("HELPDESK_SECURE_COOKIES", "") in ("1", "true", "yes"),
+            presence_grace_seconds=_number(env, "HELPDESK_PRESENCE_GRACE_SECONDS", 30.0),
+            ws_heartbeat_seconds=_number(env, "HELPDESK_WS_HEARTBEAT_SECONDS", 25.0),
+            ws_queue_size=int(_number(env, "HELPDESK_WS_QUEUE_SIZE", 256)),
+            ws_send_timeout_seconds=_number(env, "HELPDESK_WS_SEND_TIMEOUT_SECONDS", 10.0),
         )
 
     @property

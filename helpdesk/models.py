@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     Sequence,
     String,
     Text,
@@ -269,6 +270,57 @@ class AuditRecord(Base):
     )
 
 
+PRESENCE_STATUSES = ("available", "busy", "away", "offline")
+
+
+class AgentPresence(Base):
+    """What an agent chose (`status`) and the facts that make them busy regardless."""
+
+    __tablename__ = "agent_presence"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", PRESENCE_STATUSES), name="ck_agent_presence_status"),
+    )
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), server_default="offline")
+    on_call: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    active_chats: Mapped[int] = mapped_column(Integer, server_default="0")
+    chat_capacity: Mapped[int] = mapped_column(Integer, server_default="3")
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class AgentSocket(Base):
+    """An open agent socket, in whichever process holds it; refreshed by that process's
+    heartbeat so that sockets of a crashed process age out."""
+
+    __tablename__ = "agent_sockets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    process: Mapped[str] = mapped_column(String(200), index=True)
+    connected_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class HubEvent(Base):
+    """An event too large for a NOTIFY payload, stored for listeners to load by id."""
+
+    __tablename__ = "hub_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+
+
 __all__ = [
     "CASE_STATUSES",
     "CHANNELS",
@@ -276,15 +328,19 @@ __all__ = [
     "IDENTITY_KINDS",
     "INTERACTION_KINDS",
     "LANGUAGES",
+    "PRESENCE_STATUSES",
     "PRIORITIES",
     "ROLES",
     "TIERS",
+    "AgentPresence",
+    "AgentSocket",
     "Attachment",
     "AuditRecord",
     "Base",
     "Case",
     "ContactIdentity",
     "Customer",
+    "HubEvent",
     "Interaction",
     "LoginFailure",
     "RevokedToken",

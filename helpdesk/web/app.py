@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from helpdesk.config import Settings
 from helpdesk.db import Database
 from helpdesk.errors import DeskError
+from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
-from helpdesk.web import api, health, pages, sessions
+from helpdesk.web import api, health, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
 
@@ -115,15 +116,27 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = Database.from_url(database_url, pool_size=pool_size)
+        app.state.hub = Hub(database_url, queue_size=settings.ws_queue_size)
+        await app.state.hub.start()
+        app.state.presence_sweeper = PresenceSweeper(
+            app.state.db,
+            app.state.hub,
+            grace_seconds=settings.presence_grace_seconds,
+            interval=min(10.0, settings.presence_grace_seconds),
+        )
+        app.state.presence_sweeper.start()
         try:
             yield
         finally:
+            await app.state.presence_sweeper.stop()
+            await app.state.hub.stop()
             await app.state.db.dispose()
 
     routes = [
         *health.routes,
         *sessions.routes,
         *api.routes,
+        *sockets.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
