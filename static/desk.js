@@ -3,10 +3,13 @@
   "use strict";
 
   // Remember the browser's timezone so server-rendered times are in the viewer's zone.
+  // IANA names ("America/New_York", "Etc/GMT+9") are valid cookie values as they are; the
+  // server reads the cookie verbatim, so it must not be percent-encoded ("%2F" is no zone).
   try {
     var tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    if (tz && document.cookie.indexOf("helpdesk_tz=" + tz) === -1) {
-      document.cookie = "helpdesk_tz=" + encodeURIComponent(tz) + "; path=/; max-age=31536000; samesite=lax";
+    var current = (document.cookie.match(/(?:^|;\s*)helpdesk_tz=([^;]*)/) || [])[1];
+    if (tz && /^[A-Za-z0-9_+\-\/]+$/.test(tz) && current !== tz) {
+      document.cookie = "helpdesk_tz=" + tz + "; path=/; max-age=31536000; samesite=lax";
     }
   } catch (e) { /* old browser: the server's default zone is used */ }
 

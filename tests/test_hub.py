@@ -424,7 +424,7 @@ async def test_a_lost_listen_connection_reconnects_and_tells_sockets_to_resync(
             )
         finally:
             await admin.close()
-        assert killed == 2  # one per app process
+        assert killed >= 2  # one per app process (and the in-process test app, if started)
         frame = await tab.next("resync")
         assert frame["reason"] == "listener_reconnected"
         await _publish(db, events.Event("toast", {"n": "after"}, users=(agent.user.id,)))

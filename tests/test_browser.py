@@ -1,0 +1,407 @@
+"""The desk in a real browser: Debian's Chromium (never a downloaded one) driven by Playwright
+against a real `helpdesk serve` process on demo data.
+
+Every page is watched: no request may leave the desk's own origin (it works offline, htmx
+is vendored) and nothing may log a console error (e.g. a CSP violation).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+from babel.dates import format_datetime
+from playwright.sync_api import expect, sync_playwright
+from sqlalchemy import func, select, text
+
+from helpdesk import auth, cases, demo
+from helpdesk.i18n import load_catalogs
+from helpdesk.interactions import add_interaction
+from helpdesk.models import Case, ContactIdentity, Interaction
+from tests.conftest import PASSWORD, TABLES, free_port, helpdesk_bin, wait_http
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+expect.set_options(timeout=10_000)
+
+AGENT = "tanaka@example.com"  # a demo agent whose own language setting is Japanese
+YAMADA = "山田 太郎"
+PLAIN_AGENT = "browser-agent@example.com"
+LONG_HISTORY_NOTES = 45  # with the demo entries, more than two pages of 20
+
+
+@dataclass(frozen=True)
+class DemoDesk:
+    base_url: str
+    yamada_id: int
+    long_history_id: int  # a customer with more entries than one timeline page
+    long_history_total: int
+
+
+@pytest.fixture(scope="module")
+async def demo_data(session_db) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The demo data, once for the module, in the emptied test database.
+
+    Module-scoped (seeding and starting a server per test would cost seconds each), so the
+    tests here only add to the data (a case, a note, a failed login) and never rely on what
+    another test did or did not add. Everything asynchronous is set up here, before Chromium
+    starts: Playwright's sync API marks its own event loop as running in this thread, so no
+    async fixture (e.g. `db` or `make_staff`) can be set up while the browser is open.
+    """
+    async with session_db.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        await conn.execute(text("ALTER SEQUENCE case_number_seq RESTART WITH 1001"))
+    async with session_db.unit_of_work() as session:
+        await demo.seed(session)
+        yamada = await session.scalar(
+            select(ContactIdentity.customer_id).where(
+                ContactIdentity.kind == "external", ContactIdentity.normalized == "demo-customer-0"
+            )
+        )
+        open_cases = await session.scalar(
+            select(func.count())
+            .select_from(Case)
+            .where(Case.customer_id == yamada, Case.status.in_(cases.OPEN_STATUSES))
+        )
+        assert open_cases, "the demo gives 山田 太郎 open cases; the tests open one"
+        # an agent with no language or timezone setting of their own
+        await auth.create_user(session, PLAIN_AGENT, "Browser Agent", "agent", PASSWORD)
+        # a long history, longer than one timeline page, for the infinite scroll
+        long_history = await session.scalar(
+            select(ContactIdentity.customer_id).where(
+                ContactIdentity.kind == "external", ContactIdentity.normalized == "demo-customer-1"
+            )
+        )
+        start = datetime(2020, 1, 1, tzinfo=UTC)
+        for n in range(LONG_HISTORY_NOTES):
+            await add_interaction(
+                session,
+                customer_id=long_history,
+                kind="note",
+                direction="internal",
+                text=f"古いメモ {n:02d}",
+                occurred_at=start + timedelta(hours=n),
+            )
+        total = await session.scalar(
+            select(func.count())
+            .select_from(Interaction)
+            .where(Interaction.customer_id == long_history)
+        )
+    return {"yamada": int(yamada), "long_history": int(long_history), "long_total": int(total)}
+
+
+@pytest.fixture(scope="module")
+def desk(database_url, demo_data, tmp_path_factory) -> Iterator[DemoDesk]:  # type: ignore[no-untyped-def]
+    """`helpdesk serve` in its own process on the demo data (as conftest's `live_server`,
+    but once for the module)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HELPDESK_DATABASE_URL": database_url,
+        "HELPDESK_DATA_DIR": str(tmp_path_factory.mktemp("browser-data")),
+        "HELPDESK_SECRET_KEY": "browser-test-secret-key-long-enough-for-hs256",
+    }
+    proc = subprocess.Popen(
+        [helpdesk_bin(), "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/readyz", proc=proc)
+        yield DemoDesk(
+            base, demo_data["yamada"], demo_data["long_history"], demo_data["long_total"]
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(desk: DemoDesk) -> Iterator[object]:
+    # Through `desk`, every async fixture of the module is set up before Playwright starts.
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking"],
+            headless=True,
+        )
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Watch:
+    """What the pages of one test did that they must not: leave the origin, log errors."""
+
+    origin: str
+    foreign: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    allowed_errors: list[re.Pattern[str]] = field(default_factory=list)
+
+    def on_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        parts = urlsplit(request.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if f"{parts.scheme}://{parts.netloc}" != self.origin:
+            self.foreign.append(request.url)
+
+    def on_console(self, message) -> None:  # type: ignore[no-untyped-def]
+        if message.type == "error":
+            self.errors.append(f"console: {message.text} ({message.location.get('url')})")
+
+    def on_page_error(self, error) -> None:  # type: ignore[no-untyped-def]
+        self.errors.append(f"page error: {error}")
+
+    def assert_clean(self) -> None:
+        assert self.foreign == [], "the desk must not load anything from another host"
+        unexpected = [e for e in self.errors if not any(p.search(e) for p in self.allowed_errors)]
+        assert unexpected == [], "the pages logged errors"
+
+
+@pytest.fixture
+def open_page(browser, desk: DemoDesk) -> Iterator[Callable[..., tuple[object, Watch]]]:
+    """`open_page(locale=..., timezone_id=...)`: a fresh browser context and page on the live
+    server, watched for foreign requests and console errors."""
+    contexts = []
+
+    def open_(**options: object) -> tuple[object, Watch]:
+        options.setdefault("locale", "en-US")
+        options.setdefault("timezone_id", "Asia/Tokyo")
+        context = browser.new_context(base_url=desk.base_url, **options)  # type: ignore[attr-defined]
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        watch = Watch(desk.base_url)
+        context.on("request", watch.on_request)
+        page = context.new_page()
+        page.on("console", watch.on_console)
+        page.on("pageerror", watch.on_page_error)
+        return page, watch
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def log_in(page, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/agent")
+    expect(page).to_have_url(re.compile(r"/login\?next=/agent$"))
+    page.locator("input[name=email]").fill(email)
+    page.locator("input[name=password]").fill(password)
+    page.locator("form[action='/login'] button[type=submit]").click()
+
+
+def mark_document(page) -> None:  # type: ignore[no-untyped-def]
+    """Tag the current document; a full page load would lose the tag."""
+    page.evaluate("window.__sameDocument = true")
+
+
+def assert_same_document(page) -> None:  # type: ignore[no-untyped-def]
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+
+
+def test_agent_logs_in_finds_yamada_by_phone_and_sees_one_history(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    expect(page).to_have_url(f"{desk.base_url}/agent")
+    expect(page.locator(".topbar .me")).to_contain_text("田中 健")
+
+    page.locator(".topbar nav a[href='/customers']").click()
+    expect(page).to_have_url(f"{desk.base_url}/customers")
+    search = page.locator("#customer-search")
+    expect(search).to_be_focused()
+    mark_document(page)
+    search.press_sequentially("03-1234-5678")
+    results = page.locator("#results li.result")
+    expect(results).to_have_count(1)
+    expect(results.first).to_contain_text(YAMADA)
+    expect(results.first).to_contain_text("03-1234-5678")
+    expect(page).to_have_url(re.compile(r"/customers\?q=03-1234-5678$"))  # hx-push-url
+    assert_same_document(page)
+
+    results.first.locator("a.customer-link").click()
+    expect(page).to_have_url(f"{desk.base_url}/customers/{desk.yamada_id}")
+    card = page.locator("#customer-card")
+    expect(card.locator("h1.customer-name")).to_have_text(YAMADA)
+    expect(card).to_contain_text("ヤマダ タロウ")
+    expect(card).to_contain_text("株式会社サンプル商事")
+    expect(card.locator(".identity-phone")).to_have_count(2)
+    expect(card.locator(".identity-phone").first).to_contain_text("03-1234-5678")
+    expect(card.locator(".identity-email")).to_contain_text("taro.yamada@example.co.jp")
+
+    timeline = page.locator("#timeline")
+    for kind in ("call", "email", "chat"):
+        expect(timeline.locator(f"li.entry.kind-{kind}").first).to_be_visible()
+    assert timeline.locator("li.entry").count() >= 3 + 2 + 3  # call, mail + reply, chat
+    stamps = timeline.locator("li.entry time").evaluate_all(
+        "els => els.map(e => e.getAttribute('datetime'))"
+    )
+    parsed = [datetime.fromisoformat(s) for s in stamps]
+    assert parsed == sorted(parsed, reverse=True), "the timeline is newest first"
+    watch.assert_clean()
+
+
+def test_wrong_password_shows_an_error_and_opens_no_session(desk, open_page):
+    page, watch = open_page()
+    # the browser reports the login page's 401 answer itself; that is the expected answer
+    watch.allowed_errors.append(re.compile(r"status of 401"))
+    log_in(page, AGENT, "not-the-password")
+    error = load_catalogs()["en"].gettext("wrong email or password")
+    expect(page.locator("p.error[role=alert]")).to_have_text(error)
+    expect(page.locator("input[name=email]")).to_have_value(AGENT)
+    expect(page.locator("input[name=password]")).to_have_value("")
+    assert "helpdesk_session" not in {c["name"] for c in page.context.cookies()}
+    page.goto("/agent")
+    expect(page).to_have_url(re.compile(r"/login\?next=/agent$"))
+    watch.assert_clean()
+
+
+def test_japanese_browser_gets_japanese_ui_and_times_in_its_own_timezone(desk, open_page):
+    """With no language setting of their own, a ja-JP browser gets the Japanese desk; times
+    are in the browser's timezone, whatever the server's default (Asia/Tokyo) is."""
+    ja = load_catalogs()["ja"]
+
+    page, watch = open_page(locale="ja-JP", timezone_id="America/New_York")
+    page.goto("/login")
+    expect(page.locator("html")).to_have_attribute("lang", "ja")
+    expect(page.locator("form[action='/login'] button[type=submit]")).to_have_text(
+        ja.gettext("Log in")
+    )
+    log_in(page, PLAIN_AGENT, PASSWORD)
+    expect(page).to_have_url(f"{desk.base_url}/agent")
+    expect(page.locator("html")).to_have_attribute("lang", "ja")
+
+    page.goto(f"/customers/{desk.yamada_id}")
+    first = page.locator("#timeline li.entry time").first
+    stamp = datetime.fromisoformat(first.get_attribute("datetime"))
+    expect(first).to_have_text(
+        format_datetime(stamp, "medium", tzinfo=ZoneInfo("America/New_York"), locale="ja")
+    )
+    tokyo = format_datetime(stamp, "medium", tzinfo=ZoneInfo("Asia/Tokyo"), locale="ja")
+    assert first.inner_text() != tokyo
+
+    badge = page.locator("#customer-card .open-cases .badge").first
+    status = re.search(r"status-(\w+)", badge.get_attribute("class")).group(1)
+    label = ja.gettext(status)
+    assert label != status, f"helpdesk/locale/ja has no translation for the status {status!r}"
+    expect(badge).to_have_text(label)
+
+    # The user's own setting beats Accept-Language: switch to English in the header.
+    page.locator(".topbar select[name=language]").select_option("en")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page).to_have_url(f"{desk.base_url}/customers/{desk.yamada_id}")
+    page.goto("/agent")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    watch.assert_clean()
+
+
+def test_slash_focuses_search_but_not_while_typing(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    expect(page).to_have_url(f"{desk.base_url}/agent")
+    box = page.locator("#global-search")
+    expect(box).not_to_be_focused()
+    page.keyboard.press("/")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("")  # the "/" itself is not typed into the box
+    page.keyboard.type("03-1234-5678")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/customers\?q=03-1234-5678$"))
+    expect(page.locator("#results li.result")).to_have_count(1)
+    expect(page.locator("#results li.result")).to_contain_text(YAMADA)
+
+    page.locator("#results a.customer-link").click()
+    page.locator("#customer-card .open-cases a").first.click()
+    note = page.locator("#note-body")
+    note.click()
+    page.keyboard.type("a/b")
+    expect(note).to_be_focused()
+    expect(note).to_have_value("a/b")
+    watch.assert_clean()
+
+
+def test_agent_creates_a_case_and_changes_its_status_in_place(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    page.goto(f"/customers/{desk.yamada_id}")
+    open_before = page.locator("#customer-card .open-cases li:not(.empty)").count()
+
+    page.locator(f"#customer-card a[href='/cases/new?customer_id={desk.yamada_id}']").click()
+    form = page.locator("form[action='/cases']")
+    form.locator("input[name=subject]").fill("ブラウザからの問い合わせ")
+    form.locator("select[name=channel]").select_option("chat")
+    form.locator("select[name=priority]").select_option("high")
+    form.locator("textarea[name=body]").fill("チャットで返品について質問")
+    form.locator("button[type=submit]").click()
+
+    expect(page).to_have_url(re.compile(r"/cases/\d+$"))
+    expect(page.locator("h1")).to_have_text(re.compile(r"^#\d+ ブラウザからの問い合わせ$"))
+    expect(page.locator("#case-timeline li.entry.kind-chat")).to_contain_text("返品")
+    fields = page.locator("#case-fields")
+    status = fields.locator("select[name=status]")
+    expect(status).to_have_value("new")
+    expect(fields.locator("select[name=priority]")).to_have_value("high")
+    system_entries = page.locator("#case-timeline li.entry.kind-system")
+    expect(system_entries).to_have_count(0)
+
+    mark_document(page)
+    status.select_option("pending")
+    # the fields come back from the server with only the moves allowed from "pending"
+    expect(status).to_have_value("pending")
+    expect(status.locator("option")).to_have_count(4)  # pending, open, on_hold, solved
+    expect(status.locator("option[value=closed]")).to_have_count(0)
+    # ... and the timeline refreshes itself with the change
+    expect(system_entries).to_have_count(1)
+    expect(system_entries.first).to_contain_text("pending")
+
+    page.locator("#note-body").fill("折り返し電話の予定")
+    page.locator("#case-timeline form.note-form button[type=submit]").click()
+    expect(page.locator("#case-timeline li.entry.kind-note").first).to_contain_text(
+        "折り返し電話の予定"
+    )
+    expect(page.locator("#note-body")).to_have_value("")
+    assert_same_document(page)
+
+    page.reload()
+    expect(page.locator("#case-fields select[name=status]")).to_have_value("pending")
+    page.locator("main a[href^='/customers/']").first.click()
+    open_cases = page.locator("#customer-card .open-cases li:not(.empty)")
+    expect(open_cases).to_have_count(open_before + 1)
+    expect(page.locator("#customer-card .open-cases")).to_contain_text("ブラウザからの問い合わせ")
+    expect(page.locator("#timeline li.entry.kind-note").first).to_contain_text("折り返し電話の予定")
+    watch.assert_clean()
+
+
+def test_customer_timeline_loads_older_entries_as_the_agent_scrolls(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    page.goto(f"/customers/{desk.long_history_id}")
+    entries = page.locator("#timeline li.entry")
+    expect(entries).to_have_count(20)  # the first page
+    mark_document(page)
+    while entries.count() < desk.long_history_total:
+        before = entries.count()
+        page.locator("#timeline li.loading").scroll_into_view_if_needed()
+        expect(entries).not_to_have_count(before)
+    expect(entries).to_have_count(desk.long_history_total)
+    expect(page.locator("#timeline li.loading")).to_have_count(0)
+    expect(entries.last).to_contain_text("古いメモ 00")  # the oldest entry comes last
+    ids = entries.evaluate_all("els => els.map(e => e.id)")
+    assert len(set(ids)) == len(ids), "no entry is loaded twice"
+    assert_same_document(page)
+    watch.assert_clean()
