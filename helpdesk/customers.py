@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -236,17 +236,30 @@ async def search_customers(
     q = (query or "").strip()
     stmt = select(Customer).where(Customer.merged_into_id.is_(None))
     if q:
-        conditions = []
+        owners = []
         if "@" in q:
             with contextlib.suppress(InvalidInput):  # not an address after all: search names
-                conditions.append(_has_identity("email", normalize_identity("email", q)))
+                owners.append(_identity_owners("email", normalize_identity("email", q)))
         if looks_like_phone(q):
             with contextlib.suppress(InvalidInput):
-                conditions.append(_has_identity("phone", normalize_identity("phone", q, region)))
+                owners.append(_identity_owners("phone", normalize_identity("phone", q, region)))
         folded = fold_text(q)
         pattern = "%" + folded.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-        conditions.append(Customer.search_text.like(pattern))
-        stmt = stmt.where(or_(*conditions))
+        by_name = Customer.search_text.like(pattern)
+        if owners:
+            # A union, not `id IN (...) OR search_text LIKE ...`: with the OR, PostgreSQL
+            # filters every customer row (a full scan per email or phone search); each branch
+            # of the union uses its own index.
+            by_name_ids = select(Customer.id).where(by_name)
+            stmt = stmt.where(Customer.id.in_(union_all(by_name_ids, *owners)))
+        else:
+            stmt = stmt.where(by_name)
+        # The right plan depends on the pattern (trigram index for a rare name, walking the
+        # primary key for a common one; fewer than 3 characters cannot use the trigram index).
+        # asyncpg prepares statements, and after five runs PostgreSQL may switch to one generic
+        # plan for all patterns, which walks the whole table for a rare name. Plan each search
+        # (the setting ends with the transaction).
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
         if not isinstance(last_id, int):
@@ -258,11 +271,9 @@ async def search_customers(
     return Page(rows[:limit], next_cursor)
 
 
-def _has_identity(kind: str, normalized: str):  # type: ignore[no-untyped-def]
-    return Customer.id.in_(
-        select(ContactIdentity.customer_id).where(
-            and_(ContactIdentity.kind == kind, ContactIdentity.normalized == normalized)
-        )
+def _identity_owners(kind: str, normalized: str):  # type: ignore[no-untyped-def]
+    return select(ContactIdentity.customer_id).where(
+        and_(ContactIdentity.kind == kind, ContactIdentity.normalized == normalized)
     )
 
 

@@ -48,3 +48,175 @@
     }
   });
 })();
+
+// The agent workspace, live: one socket per tab to /ws/agent (session cookie), toasts for
+// events addressed to me, in-place refresh of what the page shows, presence, shortcuts.
+(function () {
+  "use strict";
+  var body = document.body;
+  var me = body && body.getAttribute("data-user-id");
+  if (!me) { return; }  // the login page has no socket
+  me = parseInt(me, 10);
+
+  var toasts = document.getElementById("toasts");
+  var live = document.getElementById("live-status");
+  var presence = document.getElementById("presence");
+  var dialog = document.getElementById("shortcuts");
+  var soundBox = document.getElementById("sound-cue");
+  var watch = (body.getAttribute("data-watch") || "").split(/\s+/).filter(Boolean);
+  var socket = null, backoff = 1000, everConnected = false;
+
+  function message(name, data) {
+    var text = (toasts && toasts.getAttribute("data-msg-" + name)) || name;
+    return text.replace(/%\((\w+)\)s/g, function (_, key) {
+      return data && data[key] != null ? String(data[key]) : "";
+    });
+  }
+
+  function toast(text, href) {
+    if (!toasts) { return; }
+    var el = document.createElement(href ? "a" : "div");
+    el.className = "toast";
+    el.setAttribute("role", "status");
+    el.textContent = text;
+    if (href) { el.href = href; }
+    toasts.appendChild(el);
+    setTimeout(function () { el.classList.add("leaving"); }, 7000);
+    setTimeout(function () { el.remove(); }, 8000);
+  }
+
+  function cue() {
+    document.title = "● " + document.title.replace(/^● /, "");
+    if (!soundBox || !soundBox.checked) { return; }
+    try {
+      var ctx = new (window.AudioContext || window.webkitAudioContext)();
+      var osc = ctx.createOscillator(), gain = ctx.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.08;
+      osc.connect(gain); gain.connect(ctx.destination);
+      osc.start(); osc.stop(ctx.currentTime + 0.15);
+    } catch (e) { /* no audio: the toast and title are the cue */ }
+  }
+  window.addEventListener("focus", function () { document.title = document.title.replace(/^● /, ""); });
+
+  if (soundBox) {
+    soundBox.checked = localStorage.getItem("helpdesk.sound") === "on";
+    soundBox.addEventListener("change", function () {
+      localStorage.setItem("helpdesk.sound", soundBox.checked ? "on" : "off");
+    });
+  }
+
+  var pending = {};
+  function refresh(what) {
+    // Coalesce bursts: one reload per region however many events arrive together.
+    if (pending[what]) { return; }
+    pending[what] = setTimeout(function () {
+      delete pending[what];
+      if (window.htmx) { window.htmx.trigger(body, what); }
+    }, 150);
+  }
+  function refreshAll() { ["queue-changed", "case-changed", "customer-changed"].forEach(refresh); }
+
+  function setLive(state) { if (live) { live.setAttribute("data-state", state); } }
+
+  function send(frame) {
+    if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(frame)); }
+  }
+
+  function onCaseUpdated(ev) {
+    // previous_assignee_id is set only when the assignee changed.
+    var moved = ev.previous_assignee_id !== null && ev.previous_assignee_id !== undefined;
+    var kind = ev.change === "note" ? "note"
+      : ev.assignee_id === me && (ev.change === "created" || moved) ? "assigned"
+      : moved && ev.previous_assignee_id === me ? "unassigned"
+      : "updated";
+    var addressed = ev.assignee_id === me || ev.previous_assignee_id === me;
+    if (addressed && ev.actor_id !== me) {
+      toast(message(kind, ev), "/cases/" + ev.case_id);
+      cue();
+    }
+    // Other tabs (mine included) refresh whatever part of the page shows this case.
+    if (watch.indexOf("case:" + ev.case_id) !== -1) { refresh("case-changed"); }
+    if (watch.indexOf("customer:" + ev.customer_id) !== -1) { refresh("customer-changed"); }
+    if (watch.indexOf("queue") !== -1) { refresh("queue-changed"); }
+  }
+
+  function onPresence(ev) {
+    if (ev.user_id === me && presence) {
+      presence.value = ev.chosen;
+      presence.setAttribute("data-effective", ev.status);
+      presence.title = ev.status;
+    }
+    var row = document.querySelector('[data-presence-of="' + ev.user_id + '"]');
+    if (row) {
+      row.setAttribute("data-status", ev.status);
+      var label = row.querySelector(".presence-label");
+      var option = presence && presence.querySelector('option[value="' + ev.status + '"]');
+      if (label) { label.textContent = option ? option.textContent : ev.status; }
+    }
+  }
+
+  function connect() {
+    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/agent";
+    setLive("connecting");
+    socket = new WebSocket(url);
+    socket.onopen = function () {
+      backoff = 1000;
+      if (watch.length) { send({ type: "watch", topics: watch }); }
+    };
+    socket.onmessage = function (msg) {
+      var ev;
+      try { ev = JSON.parse(msg.data); } catch (e) { return; }
+      switch (ev.type) {
+        case "hello":
+          setLive("live");
+          onPresence(ev.presence);
+          if (everConnected) { refreshAll(); toast(message("reconnected")); }
+          everConnected = true;
+          break;
+        case "ping": send({ type: "pong" }); break;
+        case "presence": onPresence(ev); break;
+        case "case_updated": onCaseUpdated(ev); break;
+        case "resync": refreshAll(); break;
+        default:
+          body.dispatchEvent(new CustomEvent("desk:" + ev.type, { detail: ev }));
+      }
+    };
+    socket.onclose = function (event) {
+      setLive("offline");
+      if (event.code === 4401) {  // signed out or expired: back to the login form
+        location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+        return;
+      }
+      if (event.code === 4403) { return; }
+      if (everConnected) { toast(message("offline")); }
+      setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 30000);
+    };
+  }
+
+  if (presence) {
+    presence.addEventListener("change", function () { send({ type: "presence", status: presence.value }); });
+  }
+
+  // Shortcuts: g q (queue), g c (cases), g u (customers), ? (help). "/" is handled above.
+  var lastG = 0;
+  document.addEventListener("keydown", function (event) {
+    var tag = (event.target && event.target.tagName) || "";
+    if (/INPUT|TEXTAREA|SELECT/.test(tag) || event.target.isContentEditable || event.ctrlKey || event.metaKey || event.altKey) { return; }
+    if (event.key === "?") {
+      event.preventDefault();
+      if (dialog && !dialog.open) { dialog.showModal(); }
+      return;
+    }
+    if (event.key === "g") { lastG = Date.now(); return; }
+    if (Date.now() - lastG < 1500) {
+      var target = { q: "/agent", c: "/cases", u: "/customers" }[event.key];
+      lastG = 0;
+      if (target) { event.preventDefault(); location.href = target; }
+    }
+  });
+  var helpButton = document.getElementById("help-button");
+  if (helpButton && dialog) { helpButton.addEventListener("click", function () { dialog.showModal(); }); }
+
+  if (window.WebSocket) { connect(); }
+})();

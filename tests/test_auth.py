@@ -40,15 +40,23 @@ async def test_wrong_password_is_401_with_the_json_error_shape(client, agent):
 async def test_token_request_validation(client):
     r = await client.post("/api/auth/token", json={"email": "a@example.com"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "password"
-    r = await client.post("/api/auth/token", content=b"{not json", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/auth/token", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
-    r = await client.post("/api/auth/token", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/auth/token", content=b"\xff\xfe", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"]
-    r = await client.post("/api/auth/token", content=b"[1]", headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/auth/token", content=b"[1]", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
 
 
-async def test_repeated_failures_for_one_account_answer_429_even_with_the_right_password(client, agent):
+async def test_repeated_failures_for_one_account_answer_429_even_with_the_right_password(
+    client, agent
+):
     for _ in range(5):
         r = await client.post("/api/auth/token", json={"email": agent.user.email, "password": "x"})
         assert r.status_code == 401
@@ -60,7 +68,9 @@ async def test_repeated_failures_for_one_account_answer_429_even_with_the_right_
 
 async def test_password_spraying_from_one_address_is_throttled(client, make_staff):
     for n in range(20):
-        r = await client.post("/api/auth/token", json={"email": f"ghost{n}@example.com", "password": "x"})
+        r = await client.post(
+            "/api/auth/token", json={"email": f"ghost{n}@example.com", "password": "x"}
+        )
         assert r.status_code == 401
     r = await client.post("/api/auth/token", json={"email": "ghost99@example.com", "password": "x"})
     assert r.status_code == 429
@@ -101,10 +111,17 @@ async def test_browser_login_sets_httponly_samesite_cookie_and_redirects(client,
     assert f'value="{csrf}"' in page.text
     r = await client.post(
         "/login",
-        data={"email": agent.user.email, "password": PASSWORD, "csrf_token": csrf, "next": "/customers"},
+        data={
+            "email": agent.user.email,
+            "password": PASSWORD,
+            "csrf_token": csrf,
+            "next": "/customers",
+        },
     )
     assert r.status_code == 303 and r.headers["location"] == "/customers"
-    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and "helpdesk_session" in v)
+    cookie = next(
+        v for k, v in r.headers.multi_items() if k == "set-cookie" and "helpdesk_session" in v
+    )
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie
     home = await client.get("/agent")
     assert home.status_code == 200 and agent.user.name in home.text
@@ -114,7 +131,12 @@ async def test_login_refuses_offsite_redirects(client, agent):
     page = await client.get("/login")
     r = await client.post(
         "/login",
-        data={"email": agent.user.email, "password": PASSWORD, "csrf_token": page.cookies["helpdesk_csrf"], "next": "//evil.example/"},
+        data={
+            "email": agent.user.email,
+            "password": PASSWORD,
+            "csrf_token": page.cookies["helpdesk_csrf"],
+            "next": "//evil.example/",
+        },
     )
     assert r.headers["location"] == "/agent"
 
@@ -132,7 +154,9 @@ async def test_form_posts_without_the_csrf_token_are_refused(client, agent):
 async def test_logout_revokes_the_browser_session(client, agent):
     page = await client.get("/login")
     csrf = page.cookies["helpdesk_csrf"]
-    await client.post("/login", data={"email": agent.user.email, "password": PASSWORD, "csrf_token": csrf})
+    await client.post(
+        "/login", data={"email": agent.user.email, "password": PASSWORD, "csrf_token": csrf}
+    )
     token = client.cookies["helpdesk_session"]
     r = await client.post("/logout", data={"csrf_token": csrf})
     assert r.status_code == 303

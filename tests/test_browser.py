@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from babel.dates import format_datetime
 from playwright.sync_api import expect, sync_playwright
@@ -404,4 +405,74 @@ def test_customer_timeline_loads_older_entries_as_the_agent_scrolls(desk, open_p
     ids = entries.evaluate_all("els => els.map(e => e.id)")
     assert len(set(ids)) == len(ids), "no entry is loaded twice"
     assert_same_document(page)
+    watch.assert_clean()
+
+
+def _api_token(desk: DemoDesk, email: str) -> dict[str, str]:
+    r = httpx.post(
+        f"{desk.base_url}/api/auth/token", json={"email": email, "password": demo.DEMO_PASSWORD}
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def test_a_case_assigned_by_someone_else_pops_a_toast_and_refreshes_the_queue(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    mark_document(page)
+
+    tanaka = httpx.get(f"{desk.base_url}/api/me", headers=_api_token(desk, AGENT)).json()
+    subject = f"折り返し電話の依頼 {os.urandom(3).hex()}"
+    r = httpx.post(
+        f"{desk.base_url}/api/cases",
+        json={"customer_id": desk.yamada_id, "subject": subject, "assignee_id": tanaka["id"]},
+        headers=_api_token(desk, "suzuki@example.com"),
+    )
+    assert r.status_code == 201, r.text
+
+    toast = page.locator("#toasts .toast").filter(has_text=subject)
+    expect(toast).to_be_visible()
+    expect(toast).to_have_attribute("href", f"/cases/{r.json()['id']}")
+    expect(page.locator("#agent-queues")).to_contain_text(subject)  # the list, refreshed
+    assert_same_document(page)
+    toast.click()
+    expect(page).to_have_url(f"{desk.base_url}/cases/{r.json()['id']}")
+    watch.assert_clean()
+
+
+def test_a_supervisor_sees_an_agents_presence_change_live(desk, open_page):
+    boss, boss_watch = open_page()
+    log_in(boss, "sato@example.com", demo.DEMO_PASSWORD)
+    expect(boss.locator("#live-status")).to_have_attribute("data-state", "live")
+    agent_page, agent_watch = open_page()
+    log_in(agent_page, "emma@example.com", demo.DEMO_PASSWORD)
+    expect(agent_page.locator("#live-status")).to_have_attribute("data-state", "live")
+    emma = httpx.get(f"{desk.base_url}/api/me", headers=_api_token(desk, "emma@example.com")).json()
+    row = boss.locator(f"[data-presence-of='{emma['id']}']")
+    expect(row).to_have_attribute("data-status", "available")
+
+    agent_page.locator("#presence").select_option("away")
+    expect(row).to_have_attribute("data-status", "away")
+    agent_page.locator("#presence").select_option("available")
+    expect(row).to_have_attribute("data-status", "available")
+    boss_watch.assert_clean()
+    agent_watch.assert_clean()
+
+
+def test_keyboard_shortcuts_open_help_and_move_between_pages(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#shortcuts")).to_be_hidden()
+    page.keyboard.press("g")
+    page.keyboard.press("c")
+    expect(page).to_have_url(f"{desk.base_url}/cases")
+    expect(page.locator("table.cases")).to_be_visible()
+    page.keyboard.press("g")
+    page.keyboard.press("q")
+    expect(page).to_have_url(f"{desk.base_url}/agent")
     watch.assert_clean()

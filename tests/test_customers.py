@@ -62,15 +62,34 @@ async def test_lookup_answers_404_for_unknown_and_422_for_withheld_numbers(clien
 
 
 async def test_search_by_partial_japanese_name_kana_phone_and_email(client, agent):
-    yamada = await _customer(client, agent, name="山田 太郎", name_kana="ヤマダ タロウ", phones=["03-1234-5678"], emails=["taro@example.jp"])
-    await _customer(client, agent, name="Emily Carter", phones=["+1 415 555 2671"], emails=["emily@example.com"])
+    yamada = await _customer(
+        client,
+        agent,
+        name="山田 太郎",
+        name_kana="ヤマダ タロウ",
+        phones=["03-1234-5678"],
+        emails=["taro@example.jp"],
+    )
+    await _customer(
+        client, agent, name="Emily Carter", phones=["+1 415 555 2671"], emails=["emily@example.com"]
+    )
 
     async def ids(q):
         r = await client.get("/api/customers", params={"q": q}, headers=agent.headers)
         assert r.status_code == 200
         return [c["id"] for c in r.json()["items"]]
 
-    for q in ("山田", "田太", "やまだ", "ヤマダ", "ﾔﾏﾀﾞ", "03-1234-5678", "0312345678", "+81 3-1234-5678", "TARO@example.jp"):
+    for q in (
+        "山田",
+        "田太",
+        "やまだ",
+        "ヤマダ",
+        "ﾔﾏﾀﾞ",
+        "03-1234-5678",
+        "0312345678",
+        "+81 3-1234-5678",
+        "TARO@example.jp",
+    ):
         assert await ids(q) == [yamada["id"]], q
     assert len(await ids("carter")) == 1
     assert await ids("nobody-like-this") == []
@@ -96,7 +115,11 @@ async def test_customer_list_is_cursor_paged_without_gaps_or_repeats(client, age
 
 async def test_customer_card_and_404(client, agent):
     c = await _customer(client, agent, name="Card", phones=["03-1111-2222"])
-    await client.post("/api/cases", json={"customer_id": c["id"], "subject": "Help", "channel": "phone"}, headers=agent.headers)
+    await client.post(
+        "/api/cases",
+        json={"customer_id": c["id"], "subject": "Help", "channel": "phone"},
+        headers=agent.headers,
+    )
     r = await client.get(f"/api/customers/{c['id']}", headers=agent.headers)
     assert r.status_code == 200
     assert [x["subject"] for x in r.json()["open_cases"]] == ["Help"]
@@ -105,35 +128,80 @@ async def test_customer_card_and_404(client, agent):
 
 async def test_update_customer_and_add_identity(client, agent):
     c = await _customer(client, agent, name="Old")
-    r = await client.patch(f"/api/customers/{c['id']}", json={"name": "New", "tier": "silver"}, headers=agent.headers)
+    r = await client.patch(
+        f"/api/customers/{c['id']}", json={"name": "New", "tier": "silver"}, headers=agent.headers
+    )
     assert r.status_code == 200 and r.json()["name"] == "New"
-    r = await client.patch(f"/api/customers/{c['id']}", json={"password": "x"}, headers=agent.headers)
+    r = await client.patch(
+        f"/api/customers/{c['id']}", json={"password": "x"}, headers=agent.headers
+    )
     assert r.status_code == 422
-    r = await client.post(f"/api/customers/{c['id']}/identities", json={"kind": "phone", "value": "090-1234-5678"}, headers=agent.headers)
+    r = await client.post(
+        f"/api/customers/{c['id']}/identities",
+        json={"kind": "phone", "value": "090-1234-5678"},
+        headers=agent.headers,
+    )
     assert r.status_code == 201 and r.json()["normalized"] == "+819012345678"
-    r = await client.post(f"/api/customers/{c['id']}/identities", json={"kind": "phone", "value": "+81 90 1234 5678"}, headers=agent.headers)
+    r = await client.post(
+        f"/api/customers/{c['id']}/identities",
+        json={"kind": "phone", "value": "+81 90 1234 5678"},
+        headers=agent.headers,
+    )
     assert r.status_code == 409
 
 
-async def test_merge_moves_identities_cases_and_history_in_one_audited_transaction(client, agent, supervisor, db):
+async def test_merge_moves_identities_cases_and_history_in_one_audited_transaction(
+    client, agent, supervisor, db
+):
     keep = await _customer(client, agent, name="山田 太郎", phones=["03-1234-5678"])
-    dup = await _customer(client, agent, name="ヤマダ タロウ", phones=["03-1234-5678", "090-1111-2222"], emails=["taro@example.jp"])
-    case = (await client.post("/api/cases", json={"customer_id": dup["id"], "subject": "From the duplicate", "channel": "email", "body": "hello"}, headers=agent.headers)).json()
+    dup = await _customer(
+        client,
+        agent,
+        name="ヤマダ タロウ",
+        phones=["03-1234-5678", "090-1111-2222"],
+        emails=["taro@example.jp"],
+    )
+    case = (
+        await client.post(
+            "/api/cases",
+            json={
+                "customer_id": dup["id"],
+                "subject": "From the duplicate",
+                "channel": "email",
+                "body": "hello",
+            },
+            headers=agent.headers,
+        )
+    ).json()
 
-    r = await client.post(f"/api/customers/{keep['id']}/merge", json={"other_id": dup["id"]}, headers=supervisor.headers)
+    r = await client.post(
+        f"/api/customers/{keep['id']}/merge",
+        json={"other_id": dup["id"]},
+        headers=supervisor.headers,
+    )
     assert r.status_code == 200, r.text
     merged = r.json()
-    assert sorted(i["normalized"] for i in merged["identities"]) == ["+81312345678", "+819011112222", "taro@example.jp"]
+    assert sorted(i["normalized"] for i in merged["identities"]) == [
+        "+81312345678",
+        "+819011112222",
+        "taro@example.jp",
+    ]
 
     case_now = (await client.get(f"/api/cases/{case['id']}", headers=agent.headers)).json()
     assert case_now["customer_id"] == keep["id"]
-    timeline = (await client.get(f"/api/customers/{keep['id']}/timeline", headers=agent.headers)).json()
+    timeline = (
+        await client.get(f"/api/customers/{keep['id']}/timeline", headers=agent.headers)
+    ).json()
     assert any(e["text"] == "hello" for e in timeline["items"])
-    lookup = (await client.get("/api/lookup", params={"phone": "090-1111-2222"}, headers=agent.headers)).json()
+    lookup = (
+        await client.get("/api/lookup", params={"phone": "090-1111-2222"}, headers=agent.headers)
+    ).json()
     assert [c["id"] for c in lookup["customers"]] == [keep["id"]]
     loser = (await client.get(f"/api/customers/{dup['id']}", headers=agent.headers)).json()
     assert loser["merged_into_id"] == keep["id"]
-    search = (await client.get("/api/customers", params={"q": "ヤマダ"}, headers=agent.headers)).json()
+    search = (
+        await client.get("/api/customers", params={"q": "ヤマダ"}, headers=agent.headers)
+    ).json()
     assert dup["id"] not in [c["id"] for c in search["items"]]
 
     async with db.unit_of_work() as session:
@@ -143,15 +211,25 @@ async def test_merge_moves_identities_cases_and_history_in_one_audited_transacti
     assert audit[0].details["merged_customer_id"] == dup["id"]
     assert audit[0].details["moved_case_ids"] == [case["id"]]
 
-    again = await client.post(f"/api/customers/{keep['id']}/merge", json={"other_id": dup["id"]}, headers=supervisor.headers)
+    again = await client.post(
+        f"/api/customers/{keep['id']}/merge",
+        json={"other_id": dup["id"]},
+        headers=supervisor.headers,
+    )
     assert again.status_code == 409
 
 
-async def test_merge_refuses_self_and_missing_customers_and_changes_nothing(client, agent, supervisor):
+async def test_merge_refuses_self_and_missing_customers_and_changes_nothing(
+    client, agent, supervisor
+):
     c = await _customer(client, agent, name="A")
-    r = await client.post(f"/api/customers/{c['id']}/merge", json={"other_id": c["id"]}, headers=supervisor.headers)
+    r = await client.post(
+        f"/api/customers/{c['id']}/merge", json={"other_id": c["id"]}, headers=supervisor.headers
+    )
     assert r.status_code == 422
-    r = await client.post(f"/api/customers/{c['id']}/merge", json={"other_id": 424242}, headers=supervisor.headers)
+    r = await client.post(
+        f"/api/customers/{c['id']}/merge", json={"other_id": 424242}, headers=supervisor.headers
+    )
     assert r.status_code == 404
     r = await client.post(f"/api/customers/{c['id']}/merge", json={}, headers=supervisor.headers)
     assert r.status_code == 422 and r.json()["error"]["field"] == "other_id"

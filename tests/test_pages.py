@@ -253,3 +253,48 @@ async def test_static_files_and_vendored_htmx_are_served_without_any_cdn(client,
     assert "https://" not in r.text and "http://" not in r.text.replace('xmlns="http://', "")
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_case_list_page_filters_by_status_and_mine(client, agent, signed_in):
+    c = await _customer(client, agent)
+    a = await _case(client, agent, c["id"], subject="自分の案件")
+    b = await _case(client, agent, c["id"], subject="解決済みの案件")
+    await client.patch(
+        f"/api/cases/{a['id']}", json={"assignee_id": agent.user.id}, headers=agent.headers
+    )
+    await client.patch(f"/api/cases/{b['id']}", json={"status": "solved"}, headers=agent.headers)
+    page = await client.get("/cases")
+    assert "自分の案件" in page.text and "解決済みの案件" not in page.text
+    page = await client.get("/cases", params={"status": "solved"})
+    assert "解決済みの案件" in page.text and "自分の案件" not in page.text
+    page = await client.get("/cases", params={"status": "", "assignee": "me"})
+    assert "自分の案件" in page.text and "解決済みの案件" not in page.text
+    page = await client.get("/cases", params={"status": "lost"})
+    assert page.status_code == 422 and "status must be open or one of" in page.text
+    page = await client.get("/cases", params={"q": "存在しない"})
+    assert "No cases match." in page.text
+
+
+async def test_live_regions_and_the_watch_list_are_in_the_pages(client, agent, signed_in):
+    c = await _customer(client, agent)
+    case = await _case(client, agent, c["id"])
+    home = await client.get("/agent")
+    assert 'data-watch="queue"' in home.text and 'id="agent-queues"' in home.text
+    assert 'id="team-presence"' not in home.text  # agents do not see the wall
+    page = await client.get(f"/cases/{case['id']}")
+    assert f'data-watch="case:{case["id"]}"' in page.text
+    assert "case-changed from:body" in page.text
+    page = await client.get(f"/customers/{c['id']}")
+    assert f'data-watch="customer:{c["id"]}"' in page.text
+
+
+async def test_supervisors_see_team_presence_on_their_home(client, supervisor, agent):
+    page = await client.get("/login")
+    csrf = page.cookies["helpdesk_csrf"]
+    await client.post(
+        "/login", data={"email": supervisor.user.email, "password": PASSWORD, "csrf_token": csrf}
+    )
+    home = await client.get("/agent", headers={"Accept-Language": "ja"})
+    assert 'id="team-presence"' in home.text
+    assert f'data-presence-of="{agent.user.id}" data-status="offline"' in home.text
+    assert "オフライン" in home.text

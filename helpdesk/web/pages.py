@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from helpdesk import cases, customers, interactions
+from helpdesk import cases, customers, interactions, presence
 from helpdesk.errors import DeskError, InvalidInput
-from helpdesk.models import CHANNELS, PRIORITIES, TIERS, Team, User
+from helpdesk.models import CASE_STATUSES, CHANNELS, PRIORITIES, TIERS, Team, User
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import path_id
 from helpdesk.web.render import is_htmx, render
@@ -40,10 +40,44 @@ async def agent_home(request: Request) -> Response:
         queue_total = await cases.count_cases(
             session, cases.CaseFilter(status=list(cases.OPEN_STATUSES), unassigned=True)
         )
+        team = await presence.list_presence(session) if user.role in presence.WATCHERS else None
     return render(
         request,
         "agent/home.html",
-        {"mine": mine.items, "queue": queue.items, "queue_total": queue_total},
+        {"mine": mine.items, "queue": queue.items, "queue_total": queue_total, "team": team},
+    )
+
+
+@requires(*ANY_STAFF)
+async def case_list(request: Request) -> Response:
+    """All cases, filtered by status and assignee, newest activity first, cursor paged."""
+    params = request.query_params
+    status = params.get("status", "open")
+    statuses = list(cases.OPEN_STATUSES) if status == "open" else [status] if status else None
+    if statuses and not set(statuses) <= set(CASE_STATUSES):
+        raise InvalidInput(
+            f"status must be open or one of {', '.join(CASE_STATUSES)}", field="status"
+        )
+    f = cases.CaseFilter(status=statuses, q=params.get("q") or None)
+    if params.get("assignee") == "me":
+        f.assignee_id = request.state.user.id
+    async with request.app.state.db.unit_of_work() as session:
+        page = await cases.list_cases(
+            session,
+            f,
+            limit=parse_limit(params.get("limit"), default=50),
+            cursor=params.get("cursor"),
+        )
+    return render(
+        request,
+        "cases/index.html",
+        {
+            "page": page,
+            "status": status,
+            "statuses": CASE_STATUSES,
+            "assignee": params.get("assignee", ""),
+            "q": params.get("q", ""),
+        },
     )
 
 
@@ -295,6 +329,7 @@ routes = [
     Route("/customers", customer_create, methods=["POST"]),
     Route("/customers/{id:int}", customer_page),
     Route("/customers/{id:int}/timeline", customer_timeline),
+    Route("/cases", case_list, methods=["GET"]),
     Route("/cases/new", case_new, methods=["GET"]),
     Route("/cases", case_create, methods=["POST"]),
     Route("/cases/{id:int}", case_page),
