@@ -113,6 +113,9 @@ class Hub:
         self._incoming: asyncio.Queue[str] = asyncio.Queue()
         self._listener: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
+        # asyncpg runs one query at a time per connection: the liveness check and the
+        # loading of stored events take turns on the LISTEN connection.
+        self._query_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.reconnects = 0
         self.delivered = 0
@@ -168,7 +171,10 @@ class Hub:
             if not self._lost.is_set():
                 try:
                     assert self._listener is not None
-                    await asyncio.wait_for(self._listener.fetchval("SELECT 1"), self.check_interval)
+                    async with self._query_lock:
+                        await asyncio.wait_for(
+                            self._listener.fetchval("SELECT 1"), self.check_interval
+                        )
                     continue
                 except (Exception, TimeoutError):
                     log.warning("hub: LISTEN connection is not answering")
@@ -214,9 +220,10 @@ class Hub:
         if self._load_event is not None:
             return await self._load_event(event_id)
         assert self._listener is not None
-        raw = await self._listener.fetchval(
-            "SELECT payload FROM hub_events WHERE id = $1", event_id
-        )
+        async with self._query_lock:
+            raw = await self._listener.fetchval(
+                "SELECT payload FROM hub_events WHERE id = $1", event_id
+            )
         return json.loads(raw) if isinstance(raw, str) else raw
 
     def deliver(self, envelope: dict[str, Any]) -> int:
