@@ -33,6 +33,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/lookup.py
+	$(BIN)/python bench/fanout.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

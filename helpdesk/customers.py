@@ -254,12 +254,15 @@ async def search_customers(
             stmt = stmt.where(Customer.id.in_(union_all(by_name_ids, *owners)))
         else:
             stmt = stmt.where(by_name)
-        # The right plan depends on the pattern (trigram index for a rare name, walking the
-        # primary key for a common one; fewer than 3 characters cannot use the trigram index).
-        # asyncpg prepares statements, and after five runs PostgreSQL may switch to one generic
-        # plan for all patterns, which walks the whole table for a rare name. Plan each search
-        # (the setting ends with the transaction).
-        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        # asyncpg prepares statements, so PostgreSQL picks between a plan made for this
+        # pattern and one generic plan for every pattern; the wrong pick costs a full scan.
+        # Three characters or more can use the trigram index, but only a plan made for the
+        # pattern knows whether to (a rare name) or rather to walk the primary key newest
+        # first (a common one). Shorter patterns cannot use the index, and a plan for them
+        # underestimates their matches and reads the whole table: the generic plan walks
+        # newest first and stops after one page.
+        mode = "force_custom_plan" if len(folded) >= 3 else "force_generic_plan"
+        await session.execute(text(f"SET LOCAL plan_cache_mode = {mode}"))
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
         if not isinstance(last_id, int):
@@ -267,6 +270,8 @@ async def search_customers(
         stmt = stmt.where(Customer.id < last_id)
     stmt = stmt.options(selectinload(Customer.identities)).order_by(Customer.id.desc())
     rows = list((await session.scalars(stmt.limit(limit + 1))).all())
+    if q:
+        await session.execute(text("RESET plan_cache_mode"))  # only for this query
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return Page(rows[:limit], next_cursor)
 
