@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
+import os
 import secrets
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpdesk.config import Settings
 from helpdesk.db import Database
 from helpdesk.embedded_pg import EmbeddedPostgres
 from helpdesk.errors import DeskError
+
+if TYPE_CHECKING:
+    from cti.events import CallEvent, EventSink
 
 log = logging.getLogger("helpdesk")
 
@@ -172,8 +178,130 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # Being told to stop is how a server is meant to end: exit status 0.
         with suppress(Stopped):
             uvicorn.run(
-                app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on"
+                app,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+                lifespan="on",
+                # Hub frames are short JSON; per-socket deflate state costs ~38 KB a socket
+                # (docs/PERFORMANCE.md, "Realtime hub: fan-out").
+                ws_per_message_deflate=False,
             )
+    return 0
+
+
+async def _until_stopped(work: Awaitable[Any]) -> bool:
+    """Await `work` until it ends or SIGTERM/SIGINT cancels it; True when a signal did.
+
+    While the event loop runs, a signal cancels the task, so every `finally` runs with the
+    loop intact (rather than `Stopped` bursting out of whatever callback was running, where
+    asyncio would log and swallow it). The previous handlers are back once the work is over.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    caught: list[int] = []
+
+    def stop(signum: int) -> None:
+        caught.append(signum)
+        task.cancel()
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not caught:
+            raise
+        task.uncancel()
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
+    if caught:
+        print(f"helpdesk: stopped by {signal.Signals(caught[0]).name}", file=sys.stderr)
+    return bool(caught)
+
+
+def _call_service_sink(db: Database, settings: Settings) -> EventSink:
+    """Where CTI adapters deliver: each event applied to the call log in its own transaction."""
+    from helpdesk import calls
+
+    async def apply(event: CallEvent) -> None:
+        async with db.unit_of_work() as session:
+            await calls.apply_event(session, event, region=settings.default_region)
+
+    return apply
+
+
+def cmd_cti_ami(settings: Settings, args: argparse.Namespace) -> int:
+    from cti.adapters.ami import AmiBridge, AmiLoginError
+
+    secret = args.secret or os.environ.get("HELPDESK_AMI_SECRET", "")
+    if not secret:
+        print("helpdesk: give the AMI secret with HELPDESK_AMI_SECRET or --secret", file=sys.stderr)
+        return 2
+
+    async def follow(db: Database) -> None:
+        bridge = AmiBridge(
+            args.host,
+            args.port,
+            args.user,
+            secret,
+            _call_service_sink(db, settings),
+            extension_pattern=args.extension_pattern,
+        )
+        print(f"helpdesk: following Asterisk at {args.host}:{args.port}", flush=True)
+        try:
+            await _until_stopped(bridge.run())
+        finally:
+            await bridge.close()
+
+    try:
+        _with_database(settings, follow)
+    except AmiLoginError as exc:
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_cti_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Ring an extension, answer, hang up: the call service sees what a PBX would send."""
+    from cti.events import CallEvent
+
+    async def simulate(db: Database) -> None:
+        sink = _call_service_sink(db, settings)
+        call_id = f"sim-{uuid.uuid4().hex[:12]}"
+        sent: list[str] = []
+
+        async def send(event: str, **details: Any) -> None:
+            call_event = CallEvent(
+                event=event,
+                call_id=call_id,
+                from_number=args.from_number,
+                to_number=args.to,
+                **details,
+            )
+            await sink(call_event)
+            sent.append(event)
+            print(json.dumps(call_event.as_json(), ensure_ascii=False), flush=True)
+
+        async def call() -> None:
+            await send("ring", agents=(args.to,))
+            await asyncio.sleep(args.answer_after)
+            if args.no_answer:
+                await send("hangup", cause="noAnswer")
+                return
+            await send("answer", agents=(args.to,))
+            await asyncio.sleep(args.talk)
+            await send("hangup", cause="normalClearing")
+
+        if await _until_stopped(call()) and sent and "hangup" not in sent:
+            # Stopped mid-call: hang up, or the call would go on ringing on agents' screens.
+            await send("hangup", cause="normalClearing" if "answer" in sent else "cancel")
+
+    _with_database(settings, simulate)
     return 0
 
 
@@ -215,6 +343,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-data", help="seed demo teams, agents, customers and cases")
     demo.set_defaults(func=cmd_demo_data)
+
+    cti = sub.add_parser("cti", help="telephony: PBX bridges and a call simulator")
+    cti_sub = cti.add_subparsers(dest="cti_command", required=True)
+    ami = cti_sub.add_parser("ami", help="follow an Asterisk PBX over its Manager Interface")
+    ami.add_argument("--host", default="127.0.0.1")
+    ami.add_argument("--port", type=int, default=5038)
+    ami.add_argument("--user", required=True, help="AMI user (manager.conf)")
+    ami.add_argument(
+        "--secret", help="AMI secret; better given as HELPDESK_AMI_SECRET (no ps listing)"
+    )
+    ami.add_argument(
+        "--extension-pattern",
+        default=r"\d{2,6}",
+        help="regular expression an agent's extension matches (default: 2 to 6 digits)",
+    )
+    ami.set_defaults(func=cmd_cti_ami)
+    simulate = cti_sub.add_parser("simulate", help="ring, answer and hang up a demo call")
+    simulate.add_argument("--from", dest="from_number", required=True, help="caller's number")
+    simulate.add_argument("--to", required=True, help="extension (or agent email) to ring")
+    simulate.add_argument("--answer-after", type=float, default=2.0, help="seconds of ringing")
+    simulate.add_argument("--talk", type=float, default=5.0, help="seconds of conversation")
+    simulate.add_argument("--no-answer", action="store_true", help="ring, then give up")
+    simulate.set_defaults(func=cmd_cti_simulate)
 
     db_url = sub.add_parser("db-url", help="print the database URL in use")
     db_url.set_defaults(func=cmd_db_url)

@@ -321,7 +321,79 @@ class HubEvent(Base):
     )
 
 
+CALL_STATES = ("ringing", "answered", "missed", "abandoned", "completed")
+
+
+class Call(Base):
+    """One phone call as the call log keeps it, keyed by the PBX's call id."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", CALL_STATES), name="ck_calls_state"),
+        CheckConstraint(_one_of("direction", ("in", "out")), name="ck_calls_direction"),
+        Index("ix_calls_state_started", "state", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(200), unique=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    from_number: Mapped[str] = mapped_column(String(64), server_default="")
+    to_number: Mapped[str] = mapped_column(String(64), server_default="")
+    # The customer's number in E.164 (the caller inbound, the callee outbound); None when
+    # withheld or unparseable.
+    customer_number: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str | None] = mapped_column(String(100))
+    ringing_user_ids: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=sql_text("'{}'::integer[]")
+    )
+    agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
+    interaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL")
+    )
+    callback_case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="SET NULL")
+    )
+    cause: Mapped[str | None] = mapped_column(String(32))
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def wait_seconds(self) -> int | None:
+        """Ring to answer, or ring to hang-up for a call never answered."""
+        end = self.answered_at or self.ended_at
+        return max(0, round((end - self.started_at).total_seconds())) if end else None
+
+    @property
+    def talk_seconds(self) -> int | None:
+        if self.answered_at is None or self.ended_at is None:
+            return None
+        return max(0, round((self.ended_at - self.answered_at).total_seconds()))
+
+
+class CallEventSeen(Base):
+    """Every call event applied, so that a redelivered one is a no-op."""
+
+    __tablename__ = "call_events_seen"
+
+    call_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event: Mapped[str] = mapped_column(String(16), primary_key=True)
+    agents: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 __all__ = [
+    "CALL_STATES",
     "CASE_STATUSES",
     "CHANNELS",
     "DIRECTIONS",
@@ -337,6 +409,8 @@ __all__ = [
     "Attachment",
     "AuditRecord",
     "Base",
+    "Call",
+    "CallEventSeen",
     "Case",
     "ContactIdentity",
     "Customer",

@@ -27,7 +27,10 @@ def upgrade() -> None:
         sa.Column("active_chats", sa.Integer(), server_default="0", nullable=False),
         sa.Column("chat_capacity", sa.Integer(), server_default="3", nullable=False),
         sa.Column(
-            "changed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "changed_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column(
             "last_seen_at",

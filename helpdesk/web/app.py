@@ -23,7 +23,7 @@ from helpdesk.db import Database
 from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
-from helpdesk.web import api, health, pages, sessions, sockets
+from helpdesk.web import api, cti, health, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
 
@@ -137,6 +137,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *sessions.routes,
         *api.routes,
         *sockets.routes,
+        *cti.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

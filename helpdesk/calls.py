@@ -1,0 +1,522 @@
+"""Calls: the call log, the screen-pop on ring, and what a call leaves behind.
+
+Every PBX adapter hands `apply_event` a normalized `CallEvent`. The call log moves through
+`ringing → answered → completed`, or ends `missed` (nobody answered) or `abandoned` (the
+caller gave up in a queue). Events are idempotent (a redelivered event is a no-op) and may
+arrive out of order: an answer after the hangup turns a missed call into a completed one,
+and a ring after the answer only adds who it rang at.
+
+On ring, the caller's number is looked up once (one index probe) and a `screen_pop` frame
+is published to the ringing agents only, never broadcast: it carries the customer card,
+or a chooser when several customers share the number, or an "unknown caller" card.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cti.events import CallEvent
+from helpdesk import cases, customers, events, presence
+from helpdesk.errors import Conflict, InvalidInput, NotFound
+from helpdesk.identities import (
+    WITHHELD,
+    customers_for_phone,
+    format_phone,
+    normalize_phone,
+)
+from helpdesk.interactions import add_interaction
+from helpdesk.models import (
+    CALL_STATES,
+    Call,
+    CallEventSeen,
+    Case,
+    ContactIdentity,
+    Customer,
+    Interaction,
+    User,
+)
+from helpdesk.pagination import Page, decode_cursor, encode_cursor
+
+log = logging.getLogger(__name__)
+LAST_INTERACTIONS = 5
+CHOOSER_LIMIT = 10
+# A caller who hangs up while queued abandons; one who hangs up on a ringing agent with
+# these causes did too (they gave up), where "noAnswer" etc. means we missed them.
+ABANDON_CAUSES = frozenset({"cancel"})
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `apply_event` did: the call (None for a duplicate) and whether it was new."""
+
+    call: Call | None
+    duplicate: bool
+
+
+async def resolve_agents(session: AsyncSession, names: tuple[str, ...]) -> list[User]:
+    """Users named by a PBX: extension, email, or (Zammad's `user[]`) full name."""
+    if not names:
+        return []
+    lowered = [n.strip().lower() for n in names if n.strip()]
+    rows = await session.scalars(
+        select(User).where(
+            User.is_active,
+            or_(
+                User.extension.in_([n.strip() for n in names]),
+                func.lower(User.email).in_(lowered),
+                User.name.in_([n.strip() for n in names]),
+            ),
+        )
+    )
+    return list(rows.all())
+
+
+def _customer_number(event: CallEvent, region: str) -> str | None:
+    raw = event.from_number if event.direction == "in" else event.to_number
+    if not raw or raw.strip().lower() in WITHHELD:
+        return None
+    try:
+        return normalize_phone(raw, region)
+    except InvalidInput:
+        return None
+
+
+async def _seen_before(session: AsyncSession, event: CallEvent) -> bool:
+    key = ",".join(sorted(a.strip().lower() for a in event.agents))[:2000]
+    inserted = await session.scalar(
+        insert(CallEventSeen)
+        .values(call_id=event.call_id, event=event.event, agents=key)
+        .on_conflict_do_nothing()
+        .returning(CallEventSeen.call_id)
+    )
+    return inserted is None
+
+
+async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -> Applied:
+    """Record one call event, in the caller's transaction, and publish what it causes."""
+    if await _seen_before(session, event):
+        return Applied(None, duplicate=True)
+    # Lock the call row (or create it) so that two events of one call never interleave.
+    await session.execute(
+        insert(Call)
+        .values(
+            call_id=event.call_id,
+            direction=event.direction,
+            from_number=event.from_number[:64],
+            to_number=event.to_number[:64],
+            customer_number=_customer_number(event, region),
+            state="ringing",
+            queue=event.queue,
+            started_at=event.at,
+        )
+        .on_conflict_do_nothing(index_elements=["call_id"])
+    )
+    call = await session.scalar(
+        select(Call)
+        .where(Call.call_id == event.call_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert call is not None
+    if event.at < call.started_at:
+        call.started_at = event.at
+    if event.queue and not call.queue:
+        call.queue = event.queue
+    agents = await resolve_agents(session, event.agents)
+    if event.agents and not agents:
+        log.info("call %s: no active agent matches %s", event.call_id, list(event.agents))
+    if call.customer_id is None and call.customer_number:
+        matches = await customers_for_phone(session, call.customer_number, region)
+        if len(matches) == 1:
+            call.customer_id = matches[0].customer_id
+
+    if event.event == "ring":
+        await _ring(session, call, agents, region)
+    elif event.event == "answer":
+        await _answer(session, call, agents, event.at)
+    else:
+        await _hangup(session, call, event, region)
+    await session.flush()
+    return Applied(call, duplicate=False)
+
+
+async def _ring(session: AsyncSession, call: Call, agents: list[User], region: str) -> None:
+    new = [a for a in agents if a.id not in (call.ringing_user_ids or [])]
+    if not new:
+        return
+    call.ringing_user_ids = [*(call.ringing_user_ids or []), *(a.id for a in new)]
+    if call.state != "ringing":
+        return  # a late ring for a call already answered or over: nothing to pop
+    card = await screen_pop_card(session, call, region)
+    await events.publish(
+        session,
+        events.Event("screen_pop", card, users=tuple(a.id for a in new)),
+    )
+
+
+async def _answer(session: AsyncSession, call: Call, agents: list[User], at: datetime) -> None:
+    if call.answered_at is not None and call.agent_id is not None:
+        return  # answered twice: the first answer stands
+    agent = agents[0] if agents else None
+    call.answered_at = at
+    if agent is not None:
+        call.agent_id = agent.id
+    if call.state in ("missed", "abandoned") and call.ended_at and call.ended_at >= at:
+        # The hangup arrived first; the call was answered after all.
+        call.state = "completed"
+        await _withdraw_callback(session, call)
+        await _log_interaction(session, call)
+    elif call.state == "ringing":
+        call.state = "answered"
+        if agent is not None:
+            await presence.set_on_call(session, agent.id, True)
+    await _publish_update(session, call)
+
+
+async def _hangup(session: AsyncSession, call: Call, event: CallEvent, region: str) -> None:
+    if call.ended_at is not None:
+        return
+    call.ended_at = max(event.at, call.started_at)
+    call.cause = event.cause
+    if call.answered_at is not None:
+        call.state = "completed"
+        if call.agent_id is not None:
+            await presence.set_on_call(session, call.agent_id, False)
+    else:
+        call.state = "abandoned" if (event.cause in ABANDON_CAUSES) else "missed"
+        await _create_callback(session, call, region)
+    await _log_interaction(session, call)
+    await _publish_update(session, call)
+
+
+async def _publish_update(session: AsyncSession, call: Call) -> None:
+    users = {*(call.ringing_user_ids or []), *([call.agent_id] if call.agent_id else [])}
+    if not users:
+        return
+    await events.publish(
+        session,
+        events.Event(
+            "call_update",
+            call_json(call),
+            users=tuple(sorted(users)),
+            roles=("supervisor", "admin"),
+        ),
+    )
+
+
+async def _log_interaction(session: AsyncSession, call: Call) -> None:
+    """The call on the customer's timeline (and the case's), once it is over."""
+    if call.ended_at is None or call.customer_id is None:
+        return
+    meta = {
+        "call_id": call.call_id,
+        "from": call.from_number,
+        "to": call.to_number,
+        "state": call.state,
+        "cause": call.cause,
+        "wait_seconds": call.wait_seconds,
+        "talk_seconds": call.talk_seconds,
+        "agent_id": call.agent_id,
+        "queue": call.queue,
+    }
+    if call.interaction_id is not None:
+        entry = await session.get(Interaction, call.interaction_id)
+        if entry is not None:
+            entry.meta = meta
+            entry.text = call.notes or ""
+            entry.case_id = call.case_id
+            entry.customer_id = call.customer_id
+            return
+    entry = await add_interaction(
+        session,
+        customer_id=call.customer_id,
+        case_id=call.case_id,
+        kind="call",
+        direction=call.direction,
+        text=call.notes or "",
+        author_user_id=call.agent_id,
+        meta=meta,
+        occurred_at=call.started_at,
+    )
+    call.interaction_id = entry.id
+
+
+async def _create_callback(session: AsyncSession, call: Call, region: str) -> None:
+    """A missed or abandoned inbound call becomes a call-back case in the queue."""
+    if call.direction != "in" or call.customer_number is None or call.callback_case_id:
+        return
+    customer_id = call.customer_id
+    if customer_id is None:
+        # An unknown caller: keep the number as a contact so the call-back has someone.
+        customer = await customers.create_customer(
+            session,
+            customers.CustomerInput(
+                name=format_phone(call.customer_number, region),
+                identities=[
+                    customers.IdentityInput("phone", call.customer_number, is_primary=True)
+                ],
+            ),
+            region=region,
+        )
+        customer_id = call.customer_id = customer.id
+    case = await cases.create_case(
+        session,
+        cases.CaseInput(
+            customer_id=customer_id,
+            subject=f"Call back {format_phone(call.customer_number, region)} ({call.state})",
+            channel="phone",
+            priority="high" if call.state == "abandoned" else "normal",
+            tags=["callback", call.state],
+        ),
+        author_user_id=None,
+    )
+    call.callback_case_id = case.id
+    if call.case_id is None:
+        call.case_id = case.id
+
+
+async def _withdraw_callback(session: AsyncSession, call: Call) -> None:
+    if call.callback_case_id is None:
+        return
+    case = await session.get(Case, call.callback_case_id)
+    if case is not None and case.status in cases.OPEN_STATUSES:
+        await cases.update_case(session, case.id, {"status": "solved"}, actor_user_id=None)
+    if call.case_id == call.callback_case_id:
+        call.case_id = None
+    call.callback_case_id = None
+
+
+# -- the screen-pop card ---------------------------------------------------------------------
+
+
+async def screen_pop_card(session: AsyncSession, call: Call, region: str) -> dict[str, Any]:
+    """What the ringing agent sees: one customer, a chooser, or an unknown caller."""
+    base: dict[str, Any] = {
+        "call": call_json(call),
+        "number": format_phone(call.customer_number, region) if call.customer_number else None,
+        "withheld": call.customer_number is None,
+    }
+    if call.customer_number is None:
+        return {**base, "match": "withheld", "customers": []}
+    matches = await customers_for_phone(session, call.customer_number, region)
+    if not matches:
+        return {
+            **base,
+            "match": "unknown",
+            "customers": [],
+            "create_url": f"/customers/new?phone={call.customer_number}",
+        }
+    if len(matches) > 1:
+        return {
+            **base,
+            "match": "several",
+            "customers": [
+                {
+                    "id": m.customer_id,
+                    "name": m.name,
+                    "name_kana": m.name_kana,
+                    "organization": m.organization,
+                    "tier": m.tier,
+                    "url": f"/customers/{m.customer_id}",
+                }
+                for m in matches[:CHOOSER_LIMIT]
+            ],
+        }
+    return {
+        **base,
+        "match": "one",
+        "customers": [await customer_card(session, matches[0].customer_id)],
+    }
+
+
+async def customer_card(session: AsyncSession, customer_id: int) -> dict[str, Any]:
+    customer = await session.get(Customer, customer_id)
+    assert customer is not None
+    identities = (
+        await session.scalars(
+            select(ContactIdentity)
+            .where(ContactIdentity.customer_id == customer_id, ContactIdentity.kind != "external")
+            .order_by(ContactIdentity.kind, ContactIdentity.id)
+        )
+    ).all()
+    open_cases = (
+        await session.scalars(
+            select(Case)
+            .where(Case.customer_id == customer_id, Case.status.in_(cases.OPEN_STATUSES))
+            .order_by(Case.updated_at.desc())
+            .limit(10)
+        )
+    ).all()
+    recent = (
+        await session.scalars(
+            select(Interaction)
+            .where(Interaction.customer_id == customer_id, Interaction.kind != "system")
+            .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+            .limit(LAST_INTERACTIONS)
+        )
+    ).all()
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "name_kana": customer.name_kana,
+        "organization": customer.organization,
+        "tier": customer.tier,
+        "language": customer.language,
+        "url": f"/customers/{customer.id}",
+        "identities": [
+            {"kind": i.kind, "value": i.normalized, "primary": i.is_primary} for i in identities
+        ],
+        "open_cases": [
+            {
+                "id": c.id,
+                "number": c.number,
+                "subject": c.subject,
+                "status": c.status,
+                "priority": c.priority,
+                # The SLA engine (its own issue) fills this in; no clocks run yet.
+                "sla": None,
+            }
+            for c in open_cases
+        ],
+        "recent": [
+            {
+                "id": e.id,
+                "kind": e.kind,
+                "direction": e.direction,
+                "subject": e.subject,
+                "text": (e.text or "")[:200],
+                "occurred_at": e.occurred_at.isoformat(),
+            }
+            for e in recent
+        ],
+    }
+
+
+def call_json(call: Call) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "call_id": call.call_id,
+        "direction": call.direction,
+        "from": call.from_number,
+        "to": call.to_number,
+        "number": call.customer_number,
+        "state": call.state,
+        "queue": call.queue,
+        "agent_id": call.agent_id,
+        "ringing_user_ids": list(call.ringing_user_ids or []),
+        "customer_id": call.customer_id,
+        "case_id": call.case_id,
+        "callback_case_id": call.callback_case_id,
+        "cause": call.cause,
+        "notes": call.notes,
+        "started_at": call.started_at.isoformat() if call.started_at else None,
+        "answered_at": call.answered_at.isoformat() if call.answered_at else None,
+        "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+        "wait_seconds": call.wait_seconds,
+        "talk_seconds": call.talk_seconds,
+    }
+
+
+# -- what agents do with a call ----------------------------------------------------------------
+
+
+async def get_call(session: AsyncSession, call_pk: int) -> Call:
+    call = await session.get(Call, call_pk, populate_existing=True)
+    if call is None:
+        raise NotFound(f"call {call_pk} not found")
+    return call
+
+
+async def attach(
+    session: AsyncSession,
+    call_pk: int,
+    *,
+    user_id: int,
+    customer_id: int | None = None,
+    case_id: int | None = None,
+    new_case_subject: str | None = None,
+) -> Call:
+    """Tie a call to a customer (chosen from the chooser, or just created) and a case
+    (an open one, or a new one); an ended call's timeline entry follows."""
+    call = await session.get(Call, call_pk, with_for_update=True, populate_existing=True)
+    if call is None:
+        raise NotFound(f"call {call_pk} not found")
+    if customer_id is not None:
+        customer = await session.get(Customer, customer_id)
+        if customer is None:
+            raise InvalidInput(f"no customer {customer_id}", field="customer_id")
+        if customer.merged_into_id is not None:
+            raise Conflict(f"customer {customer_id} was merged", field="customer_id")
+        call.customer_id = customer_id
+    if case_id is not None:
+        case = await session.get(Case, case_id)
+        if case is None:
+            raise InvalidInput(f"no case {case_id}", field="case_id")
+        if call.customer_id is not None and case.customer_id != call.customer_id:
+            raise Conflict("that case belongs to another customer", field="case_id")
+        call.customer_id = case.customer_id
+        call.case_id = case_id
+    if new_case_subject is not None:
+        if call.customer_id is None:
+            raise InvalidInput("choose the customer first", field="customer_id")
+        case = await cases.create_case(
+            session,
+            cases.CaseInput(
+                customer_id=call.customer_id,
+                subject=new_case_subject,
+                channel="phone",
+                assignee_id=user_id,
+            ),
+            author_user_id=user_id,
+        )
+        call.case_id = case.id
+    await _log_interaction(session, call)
+    await session.flush()
+    await _publish_update(session, call)
+    return call
+
+
+async def set_notes(session: AsyncSession, call_pk: int, notes: str) -> Call:
+    if len(notes) > 20_000:
+        raise InvalidInput("notes are longer than 20000 characters", field="notes")
+    call = await session.get(Call, call_pk, with_for_update=True, populate_existing=True)
+    if call is None:
+        raise NotFound(f"call {call_pk} not found")
+    call.notes = notes
+    await _log_interaction(session, call)
+    await session.flush()
+    return call
+
+
+async def list_calls(
+    session: AsyncSession,
+    *,
+    state: str | None = None,
+    agent_id: int | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Call]:
+    """The call log, newest first, cursor-paged by id."""
+    stmt = select(Call)
+    if state:
+        if state not in CALL_STATES:
+            raise InvalidInput(f"state must be one of {', '.join(CALL_STATES)}", field="state")
+        stmt = stmt.where(Call.state == state)
+    if agent_id is not None:
+        stmt = stmt.where(
+            or_(Call.agent_id == agent_id, Call.ringing_user_ids.any(agent_id))  # type: ignore[arg-type]
+        )
+    if cursor:
+        (last,) = decode_cursor(cursor, 1)
+        if not isinstance(last, int):
+            raise InvalidInput("malformed cursor", field="cursor")
+        stmt = stmt.where(Call.id < last)
+    rows = list((await session.scalars(stmt.order_by(Call.id.desc()).limit(limit + 1))).all())
+    return Page(rows[:limit], encode_cursor(rows[limit - 1].id) if len(rows) > limit else None)
