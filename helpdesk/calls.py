@@ -511,7 +511,7 @@ async def list_calls(
         stmt = stmt.where(Call.state == state)
     if agent_id is not None:
         stmt = stmt.where(
-            or_(Call.agent_id == agent_id, Call.ringing_user_ids.any(agent_id))  # type: ignore[arg-type]
+            or_(Call.agent_id == agent_id, Call.ringing_user_ids.contains([agent_id]))
         )
     if cursor:
         (last,) = decode_cursor(cursor, 1)
