@@ -206,26 +206,30 @@ class Client:
             self._tried()
             return
         self._tried()
-        received = self.received
         try:
             async for message in ws:
                 now = time.time()
-                frame = json.loads(message)
-                kind = frame.get("type")
-                if kind == "bench":
-                    seq = frame["seq"]
-                    if seq in received:
-                        self.duplicates += 1
-                    else:
-                        received[seq] = now
-                elif kind == "ping":  # the hub's heartbeat; a browser answers it
-                    await ws.send('{"type":"pong"}')
-                else:
-                    self.other[str(kind)] += 1
+                await self.on_frame(ws, hello, json.loads(message), now)
         except ConnectionClosed as exc:
             if not self.closing:
                 rcvd = exc.rcvd
                 self.unexpected_closes[f"{rcvd.code} {rcvd.reason}" if rcvd else "1006"] += 1
+
+    async def on_frame(
+        self, ws: Any, hello: dict[str, Any], frame: dict[str, Any], now: float
+    ) -> None:
+        """One frame after the hello, received at `now`; other benchmarks subclass this."""
+        kind = frame.get("type")
+        if kind == "bench":
+            seq = frame["seq"]
+            if seq in self.received:
+                self.duplicates += 1
+            else:
+                self.received[seq] = now
+        elif kind == "ping":  # the hub's heartbeat; a browser answers it
+            await ws.send('{"type":"pong"}')
+        else:
+            self.other[str(kind)] += 1
 
     async def close_all(self) -> None:
         self.closing = True
@@ -243,10 +247,14 @@ class Client:
 
 
 def client_process(
-    pipe: Pipe, targets: list[tuple[str, str]], concurrency: int, deflate: bool
+    pipe: Pipe,
+    targets: list[tuple[str, str]],
+    concurrency: int,
+    deflate: bool,
+    client_class: type[Client] = Client,
 ) -> None:
     raise_nofile(len(targets) + 1024)
-    run_async(Client(pipe, targets, concurrency, deflate).main())
+    run_async(client_class(pipe, targets, concurrency, deflate).main())
 
 
 # -- the database ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
@@ -311,7 +312,7 @@ async def screen_pop_card(session: AsyncSession, call: Call, region: str) -> dic
             **base,
             "match": "unknown",
             "customers": [],
-            "create_url": f"/customers/new?phone={call.customer_number}",
+            "create_url": f"/customers/new?phone={quote(call.customer_number)}",
         }
     if len(matches) > 1:
         return {

@@ -140,6 +140,32 @@
     if (watch.indexOf("queue") !== -1) { refresh("queue-changed"); }
   }
 
+  // Screen-pops: the frame says which call rang; the card itself is rendered by the server
+  // (in my language and timezone) and swapped in by htmx.
+  var pops = document.getElementById("screen-pops");
+  function showPop(callId) {
+    if (!pops || !window.htmx) { return; }
+    var slot = document.getElementById("pop-" + callId);
+    if (!slot) {
+      slot = document.createElement("div");
+      slot.id = "pop-" + callId;
+      pops.prepend(slot);
+    }
+    window.htmx.ajax("GET", "/calls/" + callId + "/card", { target: slot, swap: "outerHTML" });
+  }
+  function onCallUpdate(ev) {
+    var slot = document.getElementById("pop-" + ev.id);
+    if (!slot) { return; }
+    if (ev.agent_id && ev.agent_id !== me && ev.answered_at) { slot.remove(); return; }  // answered elsewhere
+    var notes = slot.querySelector("textarea[name=notes]");
+    if (notes && document.activeElement === notes) { return; }  // never clobber typing
+    showPop(ev.id);
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-dismiss-pop]");
+    if (button) { var pop = button.closest(".pop"); if (pop) { pop.remove(); } }
+  });
+
   function onPresence(ev) {
     if (ev.user_id === me && presence) {
       presence.value = ev.chosen;
@@ -176,6 +202,8 @@
         case "ping": send({ type: "pong" }); break;
         case "presence": onPresence(ev); break;
         case "case_updated": onCaseUpdated(ev); break;
+        case "screen_pop": showPop(ev.call.id); cue(); break;
+        case "call_update": onCallUpdate(ev); break;
         case "resync": refreshAll(); break;
         default:
           body.dispatchEvent(new CustomEvent("desk:" + ev.type, { detail: ev }));

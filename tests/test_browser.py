@@ -30,6 +30,7 @@ from helpdesk.models import Case, ContactIdentity, Interaction
 from tests.conftest import PASSWORD, TABLES, free_port, helpdesk_bin, wait_http
 
 CHROMIUM = Path("/usr/bin/chromium")
+CTI_TOKEN = "browser-test-cti-token"
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
 )
@@ -111,6 +112,7 @@ def desk(database_url, demo_data, tmp_path_factory) -> Iterator[DemoDesk]:  # ty
         "HELPDESK_DATABASE_URL": database_url,
         "HELPDESK_DATA_DIR": str(tmp_path_factory.mktemp("browser-data")),
         "HELPDESK_SECRET_KEY": "browser-test-secret-key-long-enough-for-hs256",
+        "HELPDESK_CTI_TOKEN": CTI_TOKEN,
     }
     proc = subprocess.Popen(
         [helpdesk_bin(), "serve", "--port", str(port), "--log-level", "warning"],
@@ -477,4 +479,79 @@ def test_keyboard_shortcuts_open_help_and_move_between_pages(desk, open_page):
     page.keyboard.press("g")
     page.keyboard.press("q")
     expect(page).to_have_url(f"{desk.base_url}/agent")
+    watch.assert_clean()
+
+
+def _cti(desk: DemoDesk, **event: object) -> dict:
+    r = httpx.post(
+        f"{desk.base_url}/api/cti/events",
+        json=event,
+        headers={"Authorization": f"Bearer {CTI_TOKEN}"},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_ringing_call_pops_the_callers_card_and_becomes_the_active_call_panel(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)  # 田中 健, extension 201
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    mark_document(page)
+    call_id = f"browser-{os.urandom(4).hex()}"
+    ring = _cti(
+        desk,
+        event="ring",
+        call_id=call_id,
+        **{"from": "+81 3-1234-5678"},
+        to="0501234",
+        agent="201",
+    )
+    pop = page.locator(f"#pop-{ring['call']['id']}")
+    expect(pop).to_be_visible()
+    expect(pop.locator(".pop-name")).to_have_text(YAMADA)
+    expect(pop).to_contain_text("03-1234-5678")
+    expect(pop.locator(".pop-cases li").first).to_contain_text("#")
+    expect(pop).to_have_attribute("data-state", "ringing")
+
+    _cti(desk, event="answer", call_id=call_id, agent="201")
+    expect(pop).to_have_attribute("data-state", "answered")
+    pop.locator("input[name=new_case_subject]").fill("電話での住所変更")
+    pop.locator("form:has(input[name=new_case_subject]) button").click()
+    expect(pop.locator(".pop-active a[href^='/cases/']")).to_be_visible()
+    with page.expect_response(
+        lambda r: r.url.endswith(f"/calls/{ring['call']['id']}/notes")
+    ) as saved:
+        pop.locator("textarea[name=notes]").fill("新住所は大阪市")
+        pop.locator("textarea[name=notes]").blur()
+    assert saved.value.status == 204
+
+    _cti(desk, event="hangup", call_id=call_id, cause="normalClearing")
+    expect(pop).to_have_attribute("data-state", "completed")
+    assert_same_document(page)
+    call = httpx.get(
+        f"{desk.base_url}/api/calls/{ring['call']['id']}", headers=_api_token(desk, AGENT)
+    ).json()
+    assert call["notes"] == "新住所は大阪市" and call["case_id"] is not None
+    pop.locator("[data-dismiss-pop]").click()
+    expect(pop).to_have_count(0)
+    watch.assert_clean()
+
+
+def test_an_unknown_caller_gets_a_create_customer_card(desk, open_page):
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    ring = _cti(
+        desk,
+        event="ring",
+        call_id=f"unknown-{os.urandom(4).hex()}",
+        **{"from": "090-8765-4321"},
+        agent="201",
+    )
+    pop = page.locator(f"#pop-{ring['call']['id']}")
+    expect(pop).to_contain_text("090-8765-4321")
+    link = pop.locator("a[href^='/customers/new?phone=']")
+    expect(link).to_be_visible()
+    link.click()
+    expect(page.locator("input[name=phone]")).to_have_value("+819087654321")
     watch.assert_clean()

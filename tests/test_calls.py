@@ -151,7 +151,7 @@ async def test_screen_pop_card_for_one_several_unknown_and_withheld_callers(clie
     unknown = await card("090-9999-0000", "p3")
     assert (
         unknown["match"] == "unknown"
-        and unknown["create_url"] == "/customers/new?phone=+819099990000"
+        and unknown["create_url"] == "/customers/new?phone=%2B819099990000"
     )
     withheld = await card("anonymous", "p4")
     assert withheld["match"] == "withheld" and withheld["withheld"] is True

@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from helpdesk import cases, customers, interactions, presence
-from helpdesk.errors import DeskError, InvalidInput
-from helpdesk.models import CASE_STATUSES, CHANNELS, PRIORITIES, TIERS, Team, User
+from helpdesk import calls, cases, customers, interactions, presence
+from helpdesk.errors import Conflict, DeskError, InvalidInput
+from helpdesk.models import CASE_STATUSES, CHANNELS, PRIORITIES, TIERS, Case, Team, User
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import path_id
 from helpdesk.web.render import is_htmx, render
@@ -321,7 +321,63 @@ async def case_create(request: Request) -> Response:
     return RedirectResponse(f"/cases/{case.id}", status_code=303)
 
 
+async def _call_card(request: Request, call_id: int, error: DeskError | None = None) -> Response:
+    region = request.app.state.settings.default_region
+    async with request.app.state.db.unit_of_work() as session:
+        call = await calls.get_call(session, call_id)
+        card = await calls.screen_pop_card(session, call, region)
+        case = await session.get(Case, call.case_id) if call.case_id else None
+    return render(
+        request,
+        "calls/_card.html",
+        {"call": call, "card": card, "case_number": case.number if case else "", "error": error},
+        status=422 if error else 200,
+    )
+
+
+@requires(*ANY_STAFF)
+async def call_card(request: Request) -> Response:
+    """The screen-pop of a call, fetched by the browser when its `screen_pop` frame arrives."""
+    return await _call_card(request, path_id(request))
+
+
+@requires(*ANY_STAFF)
+async def call_attach(request: Request) -> Response:
+    call_id = path_id(request)
+    form = await request.form()
+
+    def number(name: str) -> int | None:
+        raw = str(form.get(name) or "")
+        return int(raw) if raw.isdigit() else None
+
+    subject = str(form.get("new_case_subject") or "").strip() or None
+    try:
+        async with request.app.state.db.unit_of_work() as session:
+            await calls.attach(
+                session,
+                call_id,
+                user_id=request.state.user.id,
+                customer_id=number("customer_id"),
+                case_id=number("case_id"),
+                new_case_subject=subject,
+            )
+    except (InvalidInput, Conflict) as exc:
+        return await _call_card(request, call_id, exc)
+    return await _call_card(request, call_id)
+
+
+@requires(*ANY_STAFF)
+async def call_notes(request: Request) -> Response:
+    form = await request.form()
+    async with request.app.state.db.unit_of_work() as session:
+        await calls.set_notes(session, path_id(request), str(form.get("notes") or ""))
+    return Response(status_code=204)
+
+
 routes = [
+    Route("/calls/{id:int}/card", call_card),
+    Route("/calls/{id:int}/attach", call_attach, methods=["POST"]),
+    Route("/calls/{id:int}/notes", call_notes, methods=["POST"]),
     Route("/", index),
     Route("/agent", agent_home),
     Route("/customers", customer_search),
