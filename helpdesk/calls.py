@@ -163,9 +163,17 @@ async def _ring(session: AsyncSession, call: Call, agents: list[User], region: s
 
 
 async def _answer(session: AsyncSession, call: Call, agents: list[User], at: datetime) -> None:
-    if call.answered_at is not None and call.agent_id is not None:
-        return  # answered twice: the first answer stands
     agent = agents[0] if agents else None
+    if call.answered_at is not None and call.agent_id is not None:
+        if call.state == "answered" and agent is not None and agent.id != call.agent_id:
+            # Another agent answering a call in progress is a transfer: the call moves.
+            await presence.set_on_call(session, call.agent_id, False)
+            call.agent_id = agent.id
+            if agent.id not in (call.ringing_user_ids or []):
+                call.ringing_user_ids = [*(call.ringing_user_ids or []), agent.id]
+            await presence.set_on_call(session, agent.id, True)
+            await _publish_update(session, call)
+        return  # otherwise answered twice: the first answer stands
     call.answered_at = at
     if agent is not None:
         call.agent_id = agent.id

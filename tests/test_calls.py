@@ -237,3 +237,23 @@ async def test_cti_auth_and_validation_errors_are_precise(client, db):
         "/api/cti/generic?token=test-cti-token", data={"event": "ringing", "callId": "x"}
     )
     assert r.status_code == 422 and "newCall" in r.json()["error"]["message"]
+
+
+async def test_an_answer_by_another_agent_during_the_call_is_a_transfer(
+    client, agent, make_staff, db
+):
+    from helpdesk import presence
+
+    other = await make_staff("agent", extension="203")
+    await _customer(client, agent)
+    await _post(client, _ev("ring", call_id="t1"))
+    await _post(client, _ev("answer", call_id="t1", at="2026-11-22T09:00:05Z"))
+    r = await _post(client, _ev("answer", call_id="t1", agent="203", at="2026-11-22T09:01:00Z"))
+    assert r.json()["call"]["agent_id"] == other.user.id
+    async with db.unit_of_work() as session:
+        assert (await presence.get_presence(session, agent.user.id)).on_call is False
+        assert (await presence.get_presence(session, other.user.id)).on_call is True
+    r = await _post(client, _ev("hangup", call_id="t1", agent=None, at="2026-11-22T09:05:05Z"))
+    assert (r.json()["call"]["state"], r.json()["call"]["talk_seconds"]) == ("completed", 300)
+    async with db.unit_of_work() as session:
+        assert (await presence.get_presence(session, other.user.id)).on_call is False
