@@ -34,6 +34,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/lookup.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/screenpop.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
