@@ -28,6 +28,7 @@ from helpdesk import cases, customers, events, presence
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import (
     WITHHELD,
+    PhoneMatch,
     customers_for_phone,
     format_phone,
     normalize_phone,
@@ -133,13 +134,15 @@ async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -
     agents = await resolve_agents(session, event.agents)
     if event.agents and not agents:
         log.info("call %s: no active agent matches %s", event.call_id, list(event.agents))
-    if call.customer_id is None and call.customer_number:
+    matches = None
+    if call.customer_number and (call.customer_id is None or event.event == "ring"):
+        # One lookup serves both the call's customer and the screen-pop card.
         matches = await customers_for_phone(session, call.customer_number, region)
-        if len(matches) == 1:
+        if call.customer_id is None and len(matches) == 1:
             call.customer_id = matches[0].customer_id
 
     if event.event == "ring":
-        await _ring(session, call, agents, region)
+        await _ring(session, call, agents, region, matches)
     elif event.event == "answer":
         await _answer(session, call, agents, event.at)
     else:
@@ -148,14 +151,20 @@ async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -
     return Applied(call, duplicate=False)
 
 
-async def _ring(session: AsyncSession, call: Call, agents: list[User], region: str) -> None:
+async def _ring(
+    session: AsyncSession,
+    call: Call,
+    agents: list[User],
+    region: str,
+    matches: list[PhoneMatch] | None = None,
+) -> None:
     new = [a for a in agents if a.id not in (call.ringing_user_ids or [])]
     if not new:
         return
     call.ringing_user_ids = [*(call.ringing_user_ids or []), *(a.id for a in new)]
     if call.state != "ringing":
         return  # a late ring for a call already answered or over: nothing to pop
-    card = await screen_pop_card(session, call, region)
+    card = await screen_pop_card(session, call, region, matches)
     await events.publish(
         session,
         events.Event("screen_pop", card, users=tuple(a.id for a in new)),
@@ -305,7 +314,9 @@ async def _withdraw_callback(session: AsyncSession, call: Call) -> None:
 # -- the screen-pop card ---------------------------------------------------------------------
 
 
-async def screen_pop_card(session: AsyncSession, call: Call, region: str) -> dict[str, Any]:
+async def screen_pop_card(
+    session: AsyncSession, call: Call, region: str, matches: list[PhoneMatch] | None = None
+) -> dict[str, Any]:
     """What the ringing agent sees: one customer, a chooser, or an unknown caller."""
     base: dict[str, Any] = {
         "call": call_json(call),
@@ -314,7 +325,8 @@ async def screen_pop_card(session: AsyncSession, call: Call, region: str) -> dic
     }
     if call.customer_number is None:
         return {**base, "match": "withheld", "customers": []}
-    matches = await customers_for_phone(session, call.customer_number, region)
+    if matches is None:
+        matches = await customers_for_phone(session, call.customer_number, region)
     if not matches:
         return {
             **base,
