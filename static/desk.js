@@ -157,6 +157,10 @@
     var slot = document.getElementById("pop-" + ev.id);
     if (!slot) { return; }
     if (ev.agent_id && ev.agent_id !== me && ev.answered_at) { slot.remove(); return; }  // answered elsewhere
+    // Re-render only when what the panel shows has changed (not for our own attach/notes).
+    if (slot.getAttribute("data-state") === ev.state &&
+        slot.getAttribute("data-case") === String(ev.case_id || "") &&
+        slot.getAttribute("data-customer") === String(ev.customer_id || "")) { return; }
     var notes = slot.querySelector("textarea[name=notes]");
     if (notes && document.activeElement === notes) { return; }  // never clobber typing
     showPop(ev.id);
