@@ -1,4 +1,4 @@
-"""The database: engine and sessions, and the embedded server when no URL is configured."""
+"""The database: engine and sessions (the CLI starts the embedded server; see cli.py)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-
-from helpdesk.config import Settings
-from helpdesk.embedded_pg import EmbeddedPostgres
-
-
-def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """The URL to use, starting the embedded server when none is configured.
-
-    The caller owns the returned server (if any) and must `stop()` it on shutdown.
-    """
-    if settings.database_url:
-        return settings.database_url, None
-    server = EmbeddedPostgres(settings.data_dir)
-    return server.start(), server
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,19 +218,21 @@ def helpdesk_bin() -> str:
     return str(Path(sys.executable).with_name("helpdesk"))
 
 
-@pytest.fixture
-def live_server(database_url: str, db: Database, tmp_path: Path) -> Iterator[str]:
-    """`helpdesk serve` in its own process, on the session's test database."""
+@contextmanager
+def serve_process(database_url: str, data_dir: Path, **env: str) -> Iterator[str]:
+    """`helpdesk serve` in its own process on `database_url`; yields its base URL and
+    stops it (SIGTERM, then SIGKILL) on the way out."""
     port = free_port()
-    env = {
+    full_env = {
         **os.environ,
         "HELPDESK_DATABASE_URL": database_url,
-        "HELPDESK_DATA_DIR": str(tmp_path),
+        "HELPDESK_DATA_DIR": str(data_dir),
         "HELPDESK_SECRET_KEY": "live-server-secret-key-long-enough-for-hs256",
+        **env,
     }
     proc = subprocess.Popen(
         [helpdesk_bin(), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
+        env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -244,3 +247,10 @@ def live_server(database_url: str, db: Database, tmp_path: Path) -> Iterator[str
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def live_server(database_url: str, db: Database, tmp_path: Path) -> Iterator[str]:
+    """`helpdesk serve` in its own process, on the session's test database."""
+    with serve_process(database_url, tmp_path) as base:
+        yield base

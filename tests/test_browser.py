@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from helpdesk import auth, cases, demo
 from helpdesk.i18n import load_catalogs
 from helpdesk.interactions import add_interaction
 from helpdesk.models import Case, ContactIdentity, Interaction
-from tests.conftest import PASSWORD, TABLES, free_port, helpdesk_bin, wait_http
+from tests.conftest import PASSWORD, TABLES, serve_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CTI_TOKEN = "browser-test-cti-token"
@@ -106,33 +105,15 @@ async def demo_data(session_db) -> dict[str, int]:  # type: ignore[no-untyped-de
 def desk(database_url, demo_data, tmp_path_factory) -> Iterator[DemoDesk]:  # type: ignore[no-untyped-def]
     """`helpdesk serve` in its own process on the demo data (as conftest's `live_server`,
     but once for the module)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "HELPDESK_DATABASE_URL": database_url,
-        "HELPDESK_DATA_DIR": str(tmp_path_factory.mktemp("browser-data")),
-        "HELPDESK_SECRET_KEY": "browser-test-secret-key-long-enough-for-hs256",
-        "HELPDESK_CTI_TOKEN": CTI_TOKEN,
-    }
-    proc = subprocess.Popen(
-        [helpdesk_bin(), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/readyz", proc=proc)
+    with serve_process(
+        database_url,
+        tmp_path_factory.mktemp("browser-data"),
+        HELPDESK_SECRET_KEY="browser-test-secret-key-long-enough-for-hs256",
+        HELPDESK_CTI_TOKEN=CTI_TOKEN,
+    ) as base:
         yield DemoDesk(
             base, demo_data["yamada"], demo_data["long_history"], demo_data["long_total"]
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,52 +23,26 @@ from websockets.exceptions import ConnectionClosed
 from helpdesk import events, presence
 from helpdesk.hub import asyncpg_dsn
 from helpdesk.models import AgentSocket
-from tests.conftest import free_port, helpdesk_bin, wait_http
+from tests.conftest import serve_process
 
 SECRET = "hub-test-secret-key-long-enough-for-hs256"
 WAIT = 20.0  # upper bound for anything to arrive; a pass takes milliseconds
-
-
-def _start_server(database_url: str, data_dir, **env_extra: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "HELPDESK_DATABASE_URL": database_url,
-        "HELPDESK_DATA_DIR": str(data_dir),
-        "HELPDESK_SECRET_KEY": SECRET,
-        "HELPDESK_PRESENCE_GRACE_SECONDS": "1",
-        **env_extra,
-    }
-    proc = subprocess.Popen(
-        [helpdesk_bin(), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/readyz", proc=proc)
-    return proc, base
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
 def servers(database_url, tmp_path_factory) -> Iterator[list[str]]:
     """Two app processes on the same database, as behind a load balancer."""
     data = tmp_path_factory.mktemp("hubdata")
-    started = [_start_server(database_url, data, HELPDESK_WS_QUEUE_SIZE="8") for _ in range(2)]
-    try:
-        yield [base for _, base in started]
-    finally:
-        for proc, _ in started:
-            _stop(proc)
+    env = {
+        "HELPDESK_SECRET_KEY": SECRET,
+        "HELPDESK_PRESENCE_GRACE_SECONDS": "1",
+        "HELPDESK_WS_QUEUE_SIZE": "8",
+    }
+    with (
+        serve_process(database_url, data, **env) as one,
+        serve_process(database_url, data, **env) as two,
+    ):
+        yield [one, two]
 
 
 def _token(user, ttl: float = 3600, **overrides) -> str:
