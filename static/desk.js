@@ -157,10 +157,10 @@
     var slot = document.getElementById("pop-" + ev.id);
     if (!slot) { return; }
     if (ev.agent_id && ev.agent_id !== me && ev.answered_at) { slot.remove(); return; }  // answered elsewhere
-    // Re-render only when what the panel shows has changed (not for our own attach/notes).
-    if (slot.getAttribute("data-state") === ev.state &&
-        slot.getAttribute("data-case") === String(ev.case_id || "") &&
-        slot.getAttribute("data-customer") === String(ev.customer_id || "")) { return; }
+    // Re-render only when the call's state changed. An attach made in this panel re-renders
+    // it from its own response; its echo (which can arrive first) must not swap the panel
+    // under the agent's hands.
+    if (slot.getAttribute("data-state") === ev.state) { return; }
     var notes = slot.querySelector("textarea[name=notes]");
     if (notes && document.activeElement === notes) { return; }  // never clobber typing
     showPop(ev.id);
