@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Sequence,
     String,
     Text,
@@ -157,6 +158,9 @@ class ContactIdentity(Base):
     verified: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
     is_primary: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set from a delivery-status notification; mail to a bouncing address is not sent.
+    bouncing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bounce_reason: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     customer: Mapped[Customer] = relationship(back_populates="identities", lazy="raise")
@@ -197,6 +201,8 @@ class Case(Base):
     )
     solved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A reply to a closed case opens a follow-up that points back at it (issue 5).
+    follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
 
     customer: Mapped[Customer] = relationship(lazy="raise")
     assignee: Mapped[User | None] = relationship(lazy="raise")
@@ -392,6 +398,74 @@ class CallEventSeen(Base):
     )
 
 
+class MailMessage(Base):
+    """Every Message-ID we have received or sent, so replies thread and redelivery is a no-op."""
+
+    __tablename__ = "mail_messages"
+    __table_args__ = (
+        CheckConstraint(_one_of("direction", ("in", "out")), name="ck_mail_messages_direction"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="SET NULL"), index=True
+    )
+    interaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL"), index=True
+    )
+    # Lowercased From address, to tell whether a `[#number]` subject comes from someone
+    # already known on that case.
+    sender: Mapped[str] = mapped_column(String(320), server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+OUTBOX_STATES = ("pending", "sent", "failed")
+
+
+class OutboxMail(Base):
+    """A message committed with its interaction and sent later, so an outage only delays it."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", OUTBOX_STATES), name="ck_mail_outbox_state"),
+        Index(
+            "ix_mail_outbox_due", "next_attempt_at", postgresql_where=sql_text("state = 'pending'")
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    interaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL"), index=True
+    )
+    sender: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MailboxCursor(Base):
+    """Where an IMAP poller stopped, so a restart neither refetches nor skips."""
+
+    __tablename__ = "mailbox_cursors"
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
 __all__ = [
     "CALL_STATES",
     "CASE_STATUSES",
@@ -400,6 +474,7 @@ __all__ = [
     "IDENTITY_KINDS",
     "INTERACTION_KINDS",
     "LANGUAGES",
+    "OUTBOX_STATES",
     "PRESENCE_STATUSES",
     "PRIORITIES",
     "ROLES",
@@ -417,6 +492,9 @@ __all__ = [
     "HubEvent",
     "Interaction",
     "LoginFailure",
+    "MailMessage",
+    "MailboxCursor",
+    "OutboxMail",
     "RevokedToken",
     "Team",
     "User",
