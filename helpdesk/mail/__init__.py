@@ -1,0 +1,1 @@
+"""The email channel: parsing raw mail, threading it into cases, sending replies."""
