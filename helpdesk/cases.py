@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from helpdesk import events
-from helpdesk.errors import Conflict, InvalidInput, NotFound
+from helpdesk.errors import Conflict, Forbidden, InvalidInput, NotFound
 from helpdesk.identities import fold_text
 from helpdesk.interactions import add_interaction
 from helpdesk.models import CHANNELS, PRIORITIES, Case, Customer, Team, User
@@ -283,6 +283,28 @@ async def add_note(
     await session.flush()
     await announce(session, case, "note", actor_user_id=author_user_id)
     return case, note
+
+
+async def claim_for_reply(session: AsyncSession, case_id: int, user: User) -> Case:
+    """Who may answer the customer: the assignee, anyone on an unassigned case (which
+    becomes theirs, so two agents do not answer the same mail), and supervisors.
+
+    An agent writing on a colleague's case would send the customer two answers; they are
+    told whose case it is instead.
+    """
+    case = await session.get(Case, case_id, with_for_update=True)
+    if case is None:
+        raise NotFound(f"case {case_id} not found")
+    if case.assignee_id == user.id or user.role in ("supervisor", "admin"):
+        return case
+    if case.assignee_id is not None:
+        owner = await session.get(User, case.assignee_id)
+        raise Forbidden(
+            f"case #{case.number} is assigned to {owner.name if owner else case.assignee_id}; "
+            "ask them or a supervisor to reassign it"
+        )
+    await update_case(session, case.id, {"assignee_id": user.id}, actor_user_id=user.id)
+    return case
 
 
 @dataclass

@@ -305,6 +305,62 @@ def cmd_cti_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mail_smtp(settings: Settings, args: argparse.Namespace) -> int:
+    """Listen for inbound mail until stopped."""
+    from helpdesk.mail.smtp import start_listener
+
+    async def listen(db: Database) -> None:
+        server = await start_listener(db, settings, host=args.host, port=args.port)
+        print(f"helpdesk: SMTP listener on {args.host}:{args.port}", flush=True)
+        try:
+            await _until_stopped(server.serve_forever())
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    _with_database(settings, listen)
+    return 0
+
+
+def cmd_mail_imap(settings: Settings, args: argparse.Namespace) -> int:
+    """Poll (or IDLE on) one mailbox; each message goes through the ingest service."""
+    from helpdesk.mail.cursors import DatabaseCursorStore
+    from helpdesk.mail.imap import ImapPoller, MailboxUrl
+    from helpdesk.mail.ingest import ingest_message
+
+    url = args.url or os.environ.get("HELPDESK_IMAP_URL", "")
+    if not url:
+        print("helpdesk: give the mailbox with --url or HELPDESK_IMAP_URL", file=sys.stderr)
+        return 2
+    try:
+        mailbox = MailboxUrl.parse(url)
+    except ValueError as exc:
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return 2
+
+    async def poll(db: Database) -> None:
+        async def deliver(raw: bytes) -> None:
+            async with db.unit_of_work() as session:
+                await ingest_message(session, raw, settings=settings, source="imap")
+
+        poller = ImapPoller(
+            mailbox,
+            deliver,
+            DatabaseCursorStore(db),
+            delete=args.delete,
+            poll_seconds=args.poll_seconds,
+        )
+        stop = asyncio.Event()
+        print(f"helpdesk: polling {mailbox.key}", flush=True)
+        try:
+            await _until_stopped(poller.run(stop))
+        finally:
+            stop.set()
+
+    _with_database(settings, poll)
+    return 0
+
+
 def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
     """Print the URL of the embedded server (for psql or a second process)."""
     if settings.database_url:
@@ -366,6 +422,22 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--talk", type=float, default=5.0, help="seconds of conversation")
     simulate.add_argument("--no-answer", action="store_true", help="ring, then give up")
     simulate.set_defaults(func=cmd_cti_simulate)
+
+    mail = sub.add_parser("mail", help="email: inbound listener and mailbox poller")
+    mail_sub = mail.add_subparsers(dest="mail_command", required=True)
+    smtp = mail_sub.add_parser("smtp", help="listen for inbound mail over SMTP")
+    smtp.add_argument("--host", default="127.0.0.1")
+    smtp.add_argument("--port", type=int, default=2525)
+    smtp.set_defaults(func=cmd_mail_smtp)
+    imap = mail_sub.add_parser("imap", help="poll an IMAP mailbox (IDLE when offered)")
+    imap.add_argument(
+        "--url", help="imaps://user:pass@host/INBOX; better given as HELPDESK_IMAP_URL"
+    )
+    imap.add_argument(
+        "--delete", action="store_true", help="delete filed messages (default: flag them)"
+    )
+    imap.add_argument("--poll-seconds", type=float, default=60.0, help="when IDLE is not offered")
+    imap.set_defaults(func=cmd_mail_imap)
 
     db_url = sub.add_parser("db-url", help="print the database URL in use")
     db_url.set_defaults(func=cmd_db_url)

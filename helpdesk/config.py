@@ -50,6 +50,7 @@ class Settings:
     cti_token: str = ""
     mail_token: str = ""
     support_address: str = "support@localhost"
+    support_name: str = "Support"
     token_ttl_seconds: int = 12 * 3600
     max_attachment_bytes: int = 25 * 1024 * 1024
     secure_cookies: bool = False
@@ -60,6 +61,9 @@ class Settings:
     ws_heartbeat_seconds: float = 25.0
     ws_queue_size: int = 256
     ws_send_timeout_seconds: float = 10.0
+    # Email (issue 5): acknowledge new email cases; how often the outbox worker looks.
+    mail_ack: bool = True
+    outbox_poll_seconds: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -78,11 +82,14 @@ class Settings:
             cti_token=env.get("HELPDESK_CTI_TOKEN") or _generated_secret(data_dir, "cti_token"),
             mail_token=env.get("HELPDESK_MAIL_TOKEN") or _generated_secret(data_dir, "mail_token"),
             support_address=env.get("HELPDESK_SUPPORT_ADDRESS", "support@localhost"),
+            support_name=env.get("HELPDESK_SUPPORT_NAME", "Support"),
             secure_cookies=env.get("HELPDESK_SECURE_COOKIES", "") in ("1", "true", "yes"),
             presence_grace_seconds=_number(env, "HELPDESK_PRESENCE_GRACE_SECONDS", 30.0),
             ws_heartbeat_seconds=_number(env, "HELPDESK_WS_HEARTBEAT_SECONDS", 25.0),
             ws_queue_size=int(_number(env, "HELPDESK_WS_QUEUE_SIZE", 256)),
             ws_send_timeout_seconds=_number(env, "HELPDESK_WS_SEND_TIMEOUT_SECONDS", 10.0),
+            mail_ack=env.get("HELPDESK_MAIL_ACK", "1").lower() not in ("0", "false", "no", "off"),
+            outbox_poll_seconds=_number(env, "HELPDESK_OUTBOX_POLL_SECONDS", 1.0),
         )
 
     @property

@@ -51,6 +51,11 @@ class Conflict(DeskError):
     code = "conflict"
 
 
+class PayloadTooLarge(DeskError):
+    status = 413
+    code = "too_large"
+
+
 class TooManyRequests(DeskError):
     status = 429
     code = "too_many_requests"

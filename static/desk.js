@@ -230,7 +230,7 @@
     presence.addEventListener("change", function () { send({ type: "presence", status: presence.value }); });
   }
 
-  // Shortcuts: g q (queue), g c (cases), g u (customers), ? (help). "/" is handled above.
+  // Shortcuts: g q (queue), g c (cases), g u (customers), r (reply), n (note), ? (help). "/" is handled above.
   var lastG = 0;
   document.addEventListener("keydown", function (event) {
     var tag = (event.target && event.target.tagName) || "";
@@ -241,6 +241,13 @@
       return;
     }
     if (event.key === "g") { lastG = Date.now(); return; }
+    // r: reply to the customer, n: internal note (on a case page).
+    var field = { r: "reply-body", n: "note-body" }[event.key];
+    if (field && Date.now() - lastG >= 1500 && document.getElementById(field)) {
+      event.preventDefault();
+      document.getElementById(field).focus();
+      return;
+    }
     if (Date.now() - lastG < 1500) {
       var target = { q: "/agent", c: "/cases", u: "/customers" }[event.key];
       lastG = 0;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,8 @@ from helpdesk.db import Database
 from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
-from helpdesk.web import api, cti, health, pages, sessions, sockets
+from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
+from helpdesk.web import api, cti, health, mail, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
 
@@ -125,9 +127,20 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
             interval=min(10.0, settings.presence_grace_seconds),
         )
         app.state.presence_sweeper.start()
+        outbox_stop = asyncio.Event()
+        outbox = asyncio.create_task(
+            OutboxWorker(
+                app.state.db,
+                SmtpRelay.parse(settings.smtp_url) if settings.smtp_url else None,
+                poll_seconds=settings.outbox_poll_seconds,
+            ).run(outbox_stop),
+            name="outbox-worker",
+        )
         try:
             yield
         finally:
+            outbox_stop.set()
+            await outbox
             await app.state.presence_sweeper.stop()
             await app.state.hub.stop()
             await app.state.db.dispose()
@@ -138,6 +151,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *api.routes,
         *sockets.routes,
         *cti.routes,
+        *mail.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

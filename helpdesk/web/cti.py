@@ -6,7 +6,6 @@ the token in the path at Zammad's `/api/v1/cti/{token}`), never with a user's JW
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from starlette.requests import Request
@@ -15,26 +14,16 @@ from starlette.routing import Route
 
 from cti.events import CallEvent, InvalidCallEvent
 from helpdesk import calls
-from helpdesk.errors import InvalidInput, Unauthorized
+from helpdesk.errors import InvalidInput
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import int_field, json_object, path_id, text_field
-from helpdesk.web.security import ANY_STAFF, requires
+from helpdesk.web.security import ANY_STAFF, check_shared_token, requires
 
 ZAMMAD_EVENTS = {"newCall": "ring", "answer": "answer", "hangup": "hangup"}
 
 
 def _check_token(request: Request, path_token: str | None = None) -> None:
-    expected = request.app.state.settings.cti_token
-    header = request.headers.get("authorization", "")
-    sent = (
-        path_token
-        or (header[7:].strip() if header.lower().startswith("bearer ") else "")
-        or request.query_params.get("token", "")
-    )
-    if not sent:
-        raise Unauthorized("CTI token required (Authorization: Bearer <token> or ?token=)")
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise Unauthorized("wrong CTI token")
+    check_shared_token(request, request.app.state.settings.cti_token, "CTI", path_token)
 
 
 async def _apply(request: Request, event: CallEvent) -> JSONResponse:

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from helpdesk import calls, cases, customers, interactions, presence
 from helpdesk.errors import Conflict, DeskError, InvalidInput
+from helpdesk.mail import outbound
 from helpdesk.models import CASE_STATUSES, CHANNELS, PRIORITIES, TIERS, Case, Team, User
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import path_id
@@ -175,7 +176,7 @@ async def customer_create(request: Request) -> Response:
     return RedirectResponse(f"/customers/{customer.id}", status_code=303)
 
 
-async def _case_context(request: Request, case_id: int, **extra: object) -> dict[str, object]:
+async def case_context(request: Request, case_id: int, **extra: object) -> dict[str, object]:
     from sqlalchemy import select
 
     async with request.app.state.db.unit_of_work() as session:
@@ -185,8 +186,10 @@ async def _case_context(request: Request, case_id: int, **extra: object) -> dict
             await session.scalars(select(User).where(User.is_active).order_by(User.name))
         ).all()
         teams = (await session.scalars(select(Team).order_by(Team.name))).all()
+        draft = await outbound.reply_draft(session, request.app.state.settings, case)
     return {
         "case": case,
+        "draft": draft,
         "timeline": timeline,
         "agents": agents,
         "teams": teams,
@@ -200,7 +203,7 @@ async def _case_context(request: Request, case_id: int, **extra: object) -> dict
 @requires(*ANY_STAFF)
 async def case_page(request: Request) -> Response:
     case_id = path_id(request)
-    return render(request, "cases/show.html", await _case_context(request, case_id))
+    return render(request, "cases/show.html", await case_context(request, case_id))
 
 
 @requires(*ANY_STAFF)
@@ -245,7 +248,7 @@ async def case_update(request: Request) -> Response:
         error = exc
     if not is_htmx(request):
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
-    ctx = await _case_context(request, case_id, error=error)
+    ctx = await case_context(request, case_id, error=error)
     response = render(request, "cases/_fields.html", ctx, status=200)
     if error is None:
         response.headers["HX-Trigger"] = "timeline-changed"
@@ -265,7 +268,7 @@ async def case_note(request: Request) -> Response:
             raise
         return render(request, "_error_fragment.html", {"error": exc}, status=422)
     if is_htmx(request):
-        ctx = await _case_context(request, case_id)
+        ctx = await case_context(request, case_id)
         return render(request, "cases/_timeline.html", ctx)
     return RedirectResponse(f"/cases/{case_id}", status_code=303)
 

@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse
 
 from helpdesk.i18n import Viewer, negotiate, zone
 from helpdesk.identities import format_phone
+from helpdesk.mail.parsing import split_quoted
 from helpdesk.models import Attachment, Case, ContactIdentity, Customer, Interaction, User
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -26,7 +27,19 @@ def make_environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["phone"] = format_phone
+    env.filters["filesize"] = filesize
+    env.filters["split_quoted"] = split_quoted
     return env
+
+
+def filesize(size: int) -> str:
+    """Bytes as people read them: 980 B, 12.3 KB, 10.0 MB."""
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024 or unit == "MB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
 
 
 def viewer_for(request: Request) -> Viewer:

@@ -25,6 +25,23 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def check_shared_token(
+    request: Request, expected: str, what: str, path_token: str | None = None
+) -> None:
+    """Machines (a PBX, an MTA) present a shared secret, never a user's JWT: as
+    `Authorization: Bearer`, a `token` query parameter, or (Zammad's CTI) in the path."""
+    header = request.headers.get("authorization", "")
+    sent = (
+        path_token
+        or (header[7:].strip() if header.lower().startswith("bearer ") else "")
+        or request.query_params.get("token", "")
+    )
+    if not sent:
+        raise Unauthorized(f"{what} token required (Authorization: Bearer <token> or ?token=)")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Unauthorized(f"wrong {what} token")
+
+
 def bearer_token(request: Request) -> tuple[str | None, str]:
     """The presented token and where it came from ("header", "cookie" or "query")."""
     header = request.headers.get("authorization", "")
