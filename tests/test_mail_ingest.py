@@ -388,3 +388,36 @@ async def test_a_ten_megabyte_attachment_arrives_whole_over_smtp(db, settings):
     )
     path = big.attachments_dir / stored.sha256[:2] / stored.sha256[2:4] / stored.sha256
     assert path.read_bytes() == payload
+
+
+async def test_inline_images_point_at_the_stored_files(db, settings):
+    from tests.mailcorpus import load
+
+    result = await ingest(db, settings, load("apple_mail_reply.eml"))
+    async with db.unit_of_work() as session:
+        entry = await session.get(Interaction, result.interaction_id)
+        files = (
+            await session.scalars(select(Attachment).where(Attachment.interaction_id == entry.id))
+        ).all()
+    images = [f for f in files if f.content_type.startswith("image/")]
+    assert images, [f.content_type for f in files]
+    assert "cid:" not in entry.html
+    assert f"/api/attachments/{images[0].id}" in entry.html
+
+
+async def test_a_forwarded_message_arrives_as_an_eml_file(db, settings):
+    from tests.mailcorpus import load
+
+    result = await ingest(db, settings, load("forwarded.eml"))
+    async with db.unit_of_work() as session:
+        files = (
+            await session.scalars(
+                select(Attachment).where(Attachment.interaction_id == result.interaction_id)
+            )
+        ).all()
+    assert [f.content_type for f in files] == ["message/rfc822"]
+    assert files[0].filename.endswith(".eml")
+    case = await get(db, Case, result.case_id)
+    # "Fwd:" is dropped from the case subject; the customer is who forwarded it.
+    assert not case.subject.lower().startswith("fwd")
+    assert (await get(db, Customer, result.customer_id)).name == "Kenji Mori"
