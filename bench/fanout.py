@@ -356,7 +356,7 @@ def proc_status_kb(pid: int, key: str) -> int:
     raise LookupError(f"{key} not in /proc/{pid}/status")
 
 
-def start_server(url: str, data_dir: Path) -> Server:
+def start_server(url: str, data_dir: Path, workers: int = 1) -> Server:
     """`helpdesk serve` (uvicorn, the production entry point) on a free port."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -377,12 +377,36 @@ def start_server(url: str, data_dir: Path) -> Server:
     log = data_dir / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            [
+                *cmd,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--workers",
+                str(workers),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     return Server(proc, f"http://127.0.0.1:{port}", log)
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (`helpdesk serve --workers N` forks its workers)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found.extend(process_tree(int(child)))
+    return found
 
 
 def wait_ready(server: Server, timeout: float = 60) -> None:

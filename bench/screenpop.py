@@ -629,7 +629,7 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
     facts = await fanout.db_facts(url)
 
     os.environ["HELPDESK_CTI_TOKEN"] = CTI_TOKEN  # start_server passes the environment on
-    server = fanout.start_server(url, work_dir / "server")
+    server = fanout.start_server(url, work_dir / "server", workers=args.server_workers)
     clients: list[multiprocessing.process.BaseProcess] = []
     pipes: list[Any] = []
     ami_proc: subprocess.Popen[bytes] | None = None
@@ -664,7 +664,7 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
             agents,
             pipes,
             {
-                "server": [server.proc.pid],
+                "server": fanout.process_tree(server.proc.pid),
                 "client": [c.pid for c in clients if c.pid],
                 "bench": [os.getpid()],
             },
@@ -728,7 +728,7 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
     print(
         f"data:     {args.customers:,} customers, {n_identities:,} identities; {len(agents)} "
         f"agents with extensions, one /ws/agent socket each (permessage-deflate), held by "
-        f"{args.clients} client process(es), on one `helpdesk serve`"
+        f"{args.clients} client process(es), on one `helpdesk serve --workers {args.server_workers}`"
     )
     print(
         f"load:     rings at {', '.join(f'{r:g}' for r in args.rates)} calls/s, {args.warmup:g} s "
@@ -776,6 +776,9 @@ def main() -> None:
     parser.add_argument("--http-clients", type=int, default=4, help="httpx.AsyncClient pool")
     parser.add_argument("--clients", type=int, default=1, help="client processes for sockets")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="`helpdesk serve --workers N`"
+    )
     args = parser.parse_args()
     try:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]

@@ -171,22 +171,38 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             from helpdesk import demo
 
             print(demo.describe(report), flush=True)
-        app = create_app(settings, url)
-        print(f"helpdesk: serving on http://{args.host}:{args.port}", flush=True)
+        workers = max(1, args.workers)
+        print(
+            f"helpdesk: serving on http://{args.host}:{args.port}"
+            + (f" with {workers} worker processes" if workers > 1 else ""),
+            flush=True,
+        )
+        options: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "log_level": args.log_level,
+            "lifespan": "on",
+            # Hub frames are short JSON; per-socket deflate state costs ~38 KB a socket
+            # (docs/PERFORMANCE.md, "Realtime hub: fan-out").
+            "ws_per_message_deflate": False,
+        }
         # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal,
         # which `_raise_stopped` turns into `Stopped`: `_database()` stops the embedded server.
         # Being told to stop is how a server is meant to end: exit status 0.
         with suppress(Stopped):
-            uvicorn.run(
-                app,
-                host=args.host,
-                port=args.port,
-                log_level=args.log_level,
-                lifespan="on",
-                # Hub frames are short JSON; per-socket deflate state costs ~38 KB a socket
-                # (docs/PERFORMANCE.md, "Realtime hub: fan-out").
-                ws_per_message_deflate=False,
-            )
+            if workers == 1:
+                uvicorn.run(create_app(settings, url), **options)
+            else:
+                # Worker processes share nothing but the database: the hub, presence and
+                # the outbox already work across processes. They reach the database this
+                # process started (or was given) through the environment.
+                os.environ["HELPDESK_DATABASE_URL"] = url
+                uvicorn.run(
+                    "helpdesk.web.app:create_app_from_env",
+                    factory=True,
+                    workers=workers,
+                    **options,
+                )
     return 0
 
 
@@ -380,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--demo", action="store_true", help="seed demo data first (idempotent)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("HELPDESK_WORKERS", "1") or 1),
+        help="app processes sharing the port (default 1, or HELPDESK_WORKERS)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="alembic upgrade head")

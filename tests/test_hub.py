@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -402,3 +403,24 @@ async def test_a_lost_listen_connection_reconnects_and_tells_sockets_to_resync(
         assert frame["reason"] == "listener_reconnected"
         await _publish(db, events.Event("toast", {"n": "after"}, users=(agent.user.id,)))
         assert (await tab.next("toast"))["n"] == "after"
+
+
+async def test_serve_with_worker_processes_delivers_each_sockets_events(
+    database_url, db, make_staff, tmp_path
+):
+    """`helpdesk serve --workers 2`: whichever worker accepted a socket, its events reach it
+    (the worker processes are spawned, migrate nothing and find the database by env)."""
+    env = {"HELPDESK_SECRET_KEY": SECRET, "HELPDESK_WORKERS": "2"}
+    with serve_process(database_url, tmp_path, **env) as base:
+        agents = [await make_staff("agent", extension=str(300 + i)) for i in range(6)]
+        async with contextlib.AsyncExitStack() as stack:
+            tabs = [
+                await stack.enter_async_context(agent_socket(base, _token(a.user))) for a in agents
+            ]
+            for a in agents:
+                await _publish(
+                    db, events.Event("ping_test", {"for": a.user.id}, users=(a.user.id,))
+                )
+            for a, tab in zip(agents, tabs, strict=True):
+                frame = await tab.next("ping_test")
+                assert frame["for"] == a.user.id

@@ -173,3 +173,12 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
     app.state.catalogs = load_catalogs()
     app.state.metrics = Metrics()
     return app
+
+
+def create_app_from_env() -> Starlette:
+    """The app as a worker process of `helpdesk serve --workers N` builds it: the parent
+    has migrated (and started the embedded database) and put its URL in the environment."""
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise RuntimeError("HELPDESK_DATABASE_URL must be set for a worker process")
+    return create_app(settings, settings.database_url)
