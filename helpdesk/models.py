@@ -499,3 +499,8 @@ __all__ = [
     "Team",
     "User",
 ]
+
+
+# The knowledge base's tables live with their package but in this metadata (one schema,
+# one Alembic history); imported last because they build on `Base` above.
+import knowledge_base.models  # noqa: E402,F401
