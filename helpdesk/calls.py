@@ -93,11 +93,14 @@ def _customer_number(event: CallEvent, region: str) -> str | None:
 
 async def _seen_before(session: AsyncSession, event: CallEvent) -> bool:
     key = ",".join(sorted(a.strip().lower() for a in event.agents))[:2000]
+    # Core inserts (on the tables, not the classes): the ORM's bulk path costs more Python
+    # than these one-row statements are worth on the ring path.
+    seen = CallEventSeen.__table__
     inserted = await session.scalar(
-        insert(CallEventSeen)
+        insert(seen)
         .values(call_id=event.call_id, event=event.event, agents=key)
         .on_conflict_do_nothing()
-        .returning(CallEventSeen.call_id)
+        .returning(seen.c.call_id)
     )
     return inserted is None
 
@@ -108,7 +111,7 @@ async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -
         return Applied(None, duplicate=True)
     # Lock the call row (or create it) so that two events of one call never interleave.
     await session.execute(
-        insert(Call)
+        insert(Call.__table__)
         .values(
             call_id=event.call_id,
             direction=event.direction,
