@@ -377,6 +377,128 @@ def cmd_mail_imap(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressBar:
+    """`[#####.....] 120/240` on stderr: redrawn in place on a terminal; elsewhere (a log,
+    a pipe) a new line only when another tenth is done, so logs stay short."""
+
+    def __init__(self, stream: Any = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.is_tty = self.stream.isatty()
+        self.shown = -1
+
+    def update(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        filled = min(self.width, done * self.width // total)
+        bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
+        if self.is_tty:
+            print(f"\r{bar}", end="\n" if done >= total else "", file=self.stream, flush=True)
+        elif filled * 10 // self.width != self.shown or done >= total:
+            self.shown = filled * 10 // self.width
+            print(bar, file=self.stream, flush=True)
+
+
+async def _index_articles(settings: Settings, db: Database, article_ids: list[int]) -> None:
+    """Hand saved articles to the search backend (after their commit)."""
+    from sqlalchemy import select
+
+    from knowledge_base.models import KbArticle
+    from knowledge_base.search import ArticleDoc, category_paths, make_search
+
+    search = make_search(settings, db)
+    try:
+        paths = await category_paths(db)
+        async with db.sessionmaker() as session:
+            for start in range(0, len(article_ids), 500):
+                saved = await session.scalars(
+                    select(KbArticle).where(KbArticle.id.in_(article_ids[start : start + 500]))
+                )
+                docs = [
+                    ArticleDoc.from_article(a, paths.get(a.category_id or 0, ())) for a in saved
+                ]
+                await search.index(docs)
+    finally:
+        await search.close()
+
+
+def cmd_kb_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Import Markdown files or a CSV into the knowledge base, then index what changed."""
+    from sqlalchemy import select
+
+    from helpdesk.identities import normalize_email
+    from helpdesk.models import User
+    from knowledge_base import importer
+
+    bar = ProgressBar()
+
+    async def run(db: Database) -> importer.ImportSummary:
+        author_id = None
+        if args.author:
+            async with db.sessionmaker() as session:
+                author_id = await session.scalar(
+                    select(User.id).where(User.email == normalize_email(args.author))
+                )
+            if author_id is None:
+                raise DeskError(f"no user with the email {args.author}")
+        summary = await importer.import_path(
+            db, args.path, author_id=author_id, progress=bar.update
+        )
+        if summary.article_ids:
+            try:
+                await _index_articles(settings, db, summary.article_ids)
+            except Exception as exc:  # the import is committed: say so, and how to catch up
+                print(
+                    f"helpdesk: imported, but the search index was not updated ({exc}); "
+                    "run `helpdesk kb reindex`",
+                    file=sys.stderr,
+                )
+        return summary
+
+    try:
+        summary = _with_database(settings, run)
+    except DeskError as exc:
+        print(f"helpdesk: {exc.message}", file=sys.stderr)
+        return 1
+    print(
+        f"{summary.created} created, {summary.updated} updated, "
+        f"{summary.unchanged} unchanged, {len(summary.rejected)} rejected"
+    )
+    for source, reason in summary.rejected:
+        print(f"rejected {source}: {reason}")
+    # Rejections are reported, not fatal; an import that brought in nothing is.
+    return 0 if summary.imported else 1
+
+
+def cmd_kb_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild the search index from the articles table."""
+    from sqlalchemy import func, select
+
+    from knowledge_base.models import KbArticle
+    from knowledge_base.search import iter_docs, make_search
+
+    bar = ProgressBar()
+
+    async def run(db: Database) -> int:
+        async with db.sessionmaker() as session:
+            total = int(await session.scalar(select(func.count()).select_from(KbArticle)) or 0)
+        search = make_search(settings, db)
+        try:
+            return await search.reindex(
+                iter_docs(db), total=total, progress=lambda done: bar.update(done, total)
+            )
+        finally:
+            await search.close()
+
+    try:
+        count = _with_database(settings, run)
+    except ValueError as exc:  # an unknown or half-configured backend
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return 2
+    print(f"reindexed {count} articles ({settings.search})")
+    return 0
+
+
 def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
     """Print the URL of the embedded server (for psql or a second process)."""
     if settings.database_url:
@@ -460,6 +582,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imap.add_argument("--poll-seconds", type=float, default=60.0, help="when IDLE is not offered")
     imap.set_defaults(func=cmd_mail_imap)
+
+    kb = sub.add_parser("kb", help="knowledge base: import articles, rebuild the search index")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    kb_import = kb_sub.add_parser(
+        "import", help="import a directory of Markdown files, one .md file or a FAQ CSV"
+    )
+    kb_import.add_argument(
+        "path", help="directory, .md file or .csv (question,answer,category,lang)"
+    )
+    kb_import.add_argument("--author", help="email of the user recorded as author and editor")
+    kb_import.set_defaults(func=cmd_kb_import)
+    kb_reindex = kb_sub.add_parser("reindex", help="rebuild the search index from the database")
+    kb_reindex.set_defaults(func=cmd_kb_reindex)
 
     db_url = sub.add_parser("db-url", help="print the database URL in use")
     db_url.set_defaults(func=cmd_db_url)
