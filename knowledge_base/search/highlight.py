@@ -1,0 +1,277 @@
+"""Highlighting search matches in HTML, for every backend.
+
+Text is compared folded (NFKC, case-folded: "ＰＡＳＳ１" finds "pass1") but shown as it was
+written, so each folded character keeps the index of the original character it came from.
+Three kinds of match are marked, in this order of preference for each query term:
+
+- the term itself, anywhere (a partial word too: "passw" in "password");
+- for Japanese and Chinese, which have no spaces to find words by, the longest pieces of the
+  term (two characters or more) that occur: "請求書再発行" marks "請求書" and "再発行" in
+  "請求書の再発行";
+- for other scripts, whole words spelled nearly like the term: "refnd" marks "refund",
+  "refunds" marks "refund".
+
+Everything else is HTML-escaped; the result is safe to put into a page as is.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from difflib import SequenceMatcher
+
+SNIPPET_CHARS = 160
+# ts_headline and Elasticsearch mark matches with these private-use characters, which never
+# survive into stored text (see `strip_sentinels`), so escaping can happen after marking.
+START, STOP = "\ue000", "\ue001"
+
+_WORD = re.compile(r"[^\W_]+")
+_SPACE = re.compile(r"\s+")
+_FUZZY_RATIO = 0.75
+_MIN_PIECE = 2  # CJK characters in a piece of a term worth marking
+
+
+def is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        0x3040 <= code <= 0x30FF  # hiragana, katakana
+        or 0x3400 <= code <= 0x4DBF  # CJK extension A
+        or 0x4E00 <= code <= 0x9FFF  # CJK unified ideographs
+        or 0xF900 <= code <= 0xFAFF  # compatibility ideographs
+        or 0xFF66 <= code <= 0xFF9F  # half-width katakana
+        or 0xAC00 <= code <= 0xD7AF  # hangul syllables
+    )
+
+
+def fold(text: str) -> str:
+    """How text is compared: NFKC, then case-folded."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of a search box entry worth marking, folded, longest first.
+
+    Web-search syntax is understood as far as marking needs: quotes are dropped, `-word`
+    (excluded) and a bare `or` are not marked.
+    """
+    terms: list[str] = []
+    for raw in fold(query).replace('"', " ").split():
+        if raw.startswith("-") or raw == "or":
+            continue
+        whole = raw.strip(".,;:!?()[]{}<>'")
+        # "zx-99812" is marked as one, and its parts also where they stand alone
+        for word in [whole, *_WORD.findall(raw)]:
+            if word and word not in terms:
+                terms.append(word)
+    return sorted(terms, key=len, reverse=True)
+
+
+def words(text: str) -> list[str]:
+    """The words of `text`, folded, in order (a run of Japanese counts as one word)."""
+    return _WORD.findall(fold(text))
+
+
+def strip_sentinels(text: str) -> str:
+    return text.replace(START, "").replace(STOP, "")
+
+
+class _Folded:
+    """`text` folded, with the original index of every folded character."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        chars: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        i = 0
+        while i < len(text):
+            # A base character and the marks that follow it fold together: half-width
+            # "ｶﾞ" is one "ガ", not "カ" and a loose sound mark.
+            j = i + 1
+            while j < len(text) and (unicodedata.combining(text[j]) or text[j] in "\uff9e\uff9f"):
+                j += 1
+            for ch in fold(text[i:j]):
+                chars.append(ch)
+                starts.append(i)
+                ends.append(j)
+            i = j
+        self.folded = "".join(chars)
+        self._starts = starts
+        self._ends = ends
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original text's span for folded [start, end)."""
+        return self._starts[start], self._ends[end - 1]
+
+
+def _occurrences(haystack: str, needle: str) -> list[tuple[int, int]]:
+    found, start = [], haystack.find(needle)
+    while needle and start >= 0:
+        found.append((start, start + len(needle)))
+        start = haystack.find(needle, start + len(needle))
+    return found
+
+
+def _cjk_pieces(haystack: str, term: str) -> list[tuple[int, int]]:
+    """Occurrences of the longest pieces of `term` found in `haystack`, greedily."""
+    spans: list[tuple[int, int]] = []
+    rest = [term]
+    while rest:
+        part = rest.pop()
+        best = ""
+        for size in range(len(part), _MIN_PIECE - 1, -1):
+            best = next(
+                (
+                    part[i : i + size]
+                    for i in range(len(part) - size + 1)
+                    if part[i : i + size] in haystack
+                ),
+                "",
+            )
+            if best:
+                break
+        if not best:
+            continue
+        spans.extend(_occurrences(haystack, best))
+        left, _, right = part.partition(best)
+        rest.extend(p for p in (left, right) if len(p) >= _MIN_PIECE)
+    return spans
+
+
+def _similar_words(haystack: str, term: str) -> list[tuple[int, int]]:
+    if len(term) < 3:
+        return []
+    spans = []
+    for word in _WORD.finditer(haystack):
+        w = word.group()
+        if abs(len(w) - len(term)) > max(2, len(term) // 3):
+            continue
+        matcher = SequenceMatcher(None, term, w, autojunk=False)
+        if matcher.quick_ratio() >= _FUZZY_RATIO and matcher.ratio() >= _FUZZY_RATIO:
+            spans.append(word.span())
+    return spans
+
+
+def match_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping spans of `text` (original indices) that match `terms`."""
+    if not text or not terms:
+        return []
+    folded = _Folded(text)
+    found: list[tuple[int, int]] = []
+    for term in terms:
+        spans = _occurrences(folded.folded, term)
+        if not spans and any(is_cjk(ch) for ch in term):
+            spans = _cjk_pieces(folded.folded, term)
+        elif not spans:
+            spans = _similar_words(folded.folded, term)
+        found.extend(folded.span(s, e) for s, e in spans)
+    return _merge(found)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _render(text: str, spans: list[tuple[int, int]], start: int, end: int) -> str:
+    out, pos = [], start
+    for s, e in spans:
+        s, e = max(s, start), min(e, end)
+        if s >= e:
+            continue
+        out.append(html.escape(_SPACE.sub(" ", text[pos:s])))
+        out.append(f"<mark>{html.escape(_SPACE.sub(' ', text[s:e]))}</mark>")
+        pos = e
+    out.append(html.escape(_SPACE.sub(" ", text[pos:end])))
+    return "".join(out)
+
+
+def highlight(text: str, terms: list[str]) -> str:
+    """All of `text`, escaped, with every match of `terms` marked (for titles)."""
+    return _render(text, match_spans(text, terms), 0, len(text))
+
+
+def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters of `text` around its densest matches, escaped and marked;
+    the beginning of the text when nothing matches. "…" shows where the text was cut."""
+    text = text.strip()
+    spans = match_spans(text, terms)
+    start = _best_window(spans, len(text), width)
+    end = min(len(text), start + width)
+    start, end = _snap_to_words(text, start, end)
+    lead = "…" if start > 0 else ""
+    tail = "…" if end < len(text) else ""
+    return lead + _render(text, spans, start, end).strip() + tail
+
+
+def _best_window(spans: list[tuple[int, int]], length: int, width: int) -> int:
+    if not spans or length <= width:
+        return 0
+    context = width // 4
+    best_start, best_cover = 0, -1
+    for anchor, _ in spans:
+        start = max(0, min(anchor - context, length - width))
+        cover = sum(
+            min(e, start + width) - max(s, start)
+            for s, e in spans
+            if s < start + width and e > start
+        )
+        if cover > best_cover:
+            best_start, best_cover = start, cover
+    return best_start
+
+
+def _snap_to_words(text: str, start: int, end: int, reach: int = 15) -> tuple[int, int]:
+    """Move cut points to spaces nearby so that no word is cut in half (Latin text; Japanese
+    has no spaces and is cut anywhere)."""
+    if start > 0 and not text[start - 1].isspace():
+        space = text.find(" ", start, start + reach)
+        if space >= 0:
+            start = space + 1
+    if end < len(text) and not text[end].isspace():
+        space = text.rfind(" ", max(start, end - reach), end)
+        if space > start:
+            end = space
+    return start, end
+
+
+def marked_to_html(marked: str) -> str:
+    """Backend output with START/STOP around matches (ts_headline, Elasticsearch with these
+    as tags) as escaped HTML with <mark>."""
+    escaped = html.escape(_SPACE.sub(" ", marked).strip())
+    escaped = escaped.replace(START, "<mark>").replace(STOP, "</mark>")
+    return re.sub(r"</mark>(\s*)<mark>", r"\1", escaped)
+
+
+def elide(marked_html: str, plain_fragment: str, whole: str) -> str:
+    """Add "…" where a backend's fragment (`plain_fragment`) does not reach the ends of the
+    `whole` text."""
+    fragment, whole = _SPACE.sub(" ", plain_fragment).strip(), _SPACE.sub(" ", whole).strip()
+    if not fragment:
+        return marked_html
+    lead = "" if whole.startswith(fragment[:20]) else "…"
+    tail = "" if whole.endswith(fragment[-20:]) else "…"
+    return lead + marked_html + tail
+
+
+__all__ = [
+    "SNIPPET_CHARS",
+    "START",
+    "STOP",
+    "elide",
+    "fold",
+    "highlight",
+    "is_cjk",
+    "marked_to_html",
+    "match_spans",
+    "query_terms",
+    "snippet",
+    "strip_sentinels",
+    "words",
+]
