@@ -259,3 +259,27 @@
 
   if (window.WebSocket) { connect(); }
 })();
+
+// Knowledge base: "Insert link" (case sidebar) puts an article's public address into the
+// reply at the cursor, replacing any selection; a <button>, so Enter and Space work too.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-insert-link]");
+    if (!button) { return; }
+    var url = button.getAttribute("data-insert-link");
+    var box = document.getElementById("reply-body");
+    if (!box || box.disabled) {
+      // No email reply on this case: offer the address on the clipboard instead.
+      if (navigator.clipboard) { navigator.clipboard.writeText(url).catch(function () {}); }
+      button.setAttribute("data-copied", "true");
+      return;
+    }
+    var start = box.selectionStart, end = box.selectionEnd;
+    var before = box.value.slice(0, start), after = box.value.slice(end);
+    var text = (before && !/\s$/.test(before) ? " " : "") + url + (after && !/^\s/.test(after) ? " " : "");
+    box.setRangeText(text, start, end, "end");
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    box.focus();
+  });
+})();

@@ -536,3 +536,55 @@ def test_an_unknown_caller_gets_a_create_customer_card(desk, open_page):
     link.click()
     expect(page.locator("input[name=phone]")).to_have_value("+819087654321")
     watch.assert_clean()
+
+
+def test_case_page_suggests_an_article_and_inserts_its_link_into_the_reply(desk, open_page):
+    """The case sidebar finds a KB article from the case text; "Insert link" puts the
+    article's public address into the reply at the cursor (by mouse and by keyboard)."""
+    tag = os.urandom(3).hex()
+    slug = f"receipt-reissue-{tag}"
+    r = httpx.post(
+        f"{desk.base_url}/api/kb/articles",
+        json={
+            "title": "領収書の再発行方法",
+            "language": "ja",
+            "slug": slug,
+            "status": "published",
+            "body_md": "マイページの「領収書」から再発行できます。",
+        },
+        headers=_api_token(desk, "sato@example.com"),
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.post(
+        f"{desk.base_url}/api/cases",
+        json={
+            "customer_id": desk.yamada_id,
+            "subject": "領収書を再発行してほしい",
+            "channel": "email",
+        },
+        headers=_api_token(desk, AGENT),
+    )
+    assert r.status_code == 201, r.text
+    url = f"{desk.base_url}/help/ja/{slug}"
+
+    page, watch = open_page()
+    log_in(page, AGENT, demo.DEMO_PASSWORD)
+    expect(page).to_have_url(f"{desk.base_url}/agent")
+    page.goto(f"/cases/{r.json()['id']}")
+    suggestion = page.locator("#kb-suggestions .kb-suggestion").filter(
+        has_text="領収書の再発行方法"
+    )
+    expect(suggestion).to_be_visible()
+    insert = suggestion.locator("button.kb-insert")
+    expect(insert).to_have_attribute("data-insert-link", url)
+
+    reply = page.locator("#reply-body")
+    reply.fill("こちらをご覧ください:")
+    insert.click()
+    expect(reply).to_have_value(f"こちらをご覧ください: {url}")
+    expect(reply).to_be_focused()
+
+    insert.focus()
+    page.keyboard.press("Enter")
+    expect(reply).to_have_value(f"こちらをご覧ください: {url} {url}")
+    watch.assert_clean()

@@ -25,9 +25,10 @@ from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
-from helpdesk.web import api, cti, health, mail, pages, sessions, sockets
+from helpdesk.web import api, cti, health, kb, mail, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
+from knowledge_base.search import make_search
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
@@ -118,6 +119,10 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = Database.from_url(database_url, pool_size=pool_size)
+        app.state.search = make_search(settings, app.state.db)
+        # The public article search (the chat widget's) per client address; in memory, so
+        # per process (see SlidingWindowLimiter).
+        app.state.kb_search_limit = kb.SlidingWindowLimiter(limit=20, window=10.0)
         app.state.hub = Hub(database_url, queue_size=settings.ws_queue_size)
         await app.state.hub.start()
         app.state.presence_sweeper = PresenceSweeper(
@@ -143,6 +148,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
             await outbox
             await app.state.presence_sweeper.stop()
             await app.state.hub.stop()
+            await app.state.search.close()
             await app.state.db.dispose()
 
     routes = [
@@ -152,6 +158,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *sockets.routes,
         *cti.routes,
         *mail.routes,
+        *kb.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
