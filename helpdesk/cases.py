@@ -120,7 +120,6 @@ async def create_case(
             subject=subject if kind == "email" else None,
             author_user_id=author_user_id if kind == "note" else None,
         )
-    await session.refresh(case)
     await announce(session, case, "created", actor_user_id=author_user_id)
     return case
 

@@ -73,13 +73,17 @@ def _database(settings: Settings, *, announce: bool = False) -> Iterator[str]:
 
 
 def _with_database(
-    settings: Settings, work: Callable[[Database], Awaitable[Any]], *, migrate: bool = True
+    settings: Settings,
+    work: Callable[[Database], Awaitable[Any]],
+    *,
+    migrate: bool = True,
+    pool_size: int = 2,
 ) -> Any:
     """Run `work` against the configured (or embedded) database, stopping what we started."""
     with _database(settings) as url:
 
         async def run() -> Any:
-            db = Database.from_url(url, pool_size=2)
+            db = Database.from_url(url, pool_size=pool_size)
             try:
                 if migrate:
                     from helpdesk import migrations
@@ -138,7 +142,11 @@ def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
 
     async def seed(db: Database) -> Any:
         async with db.unit_of_work() as session:
-            return await demo.seed(session, region=settings.default_region)
+            report = await demo.seed(session, region=settings.default_region)
+        report.knowledge_base = await demo.seed_knowledge_base(
+            db, index=lambda ids: _index_articles(settings, db, ids)
+        )
+        return report
 
     report = _with_database(settings, seed)
     print(demo.describe(report))
@@ -161,7 +169,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                     from helpdesk import demo
 
                     async with db.unit_of_work() as session:
-                        return await demo.seed(session, region=settings.default_region)
+                        report = await demo.seed(session, region=settings.default_region)
+                    report.knowledge_base = await demo.seed_knowledge_base(
+                        db, index=lambda ids: _index_articles(settings, db, ids)
+                    )
+                    return report
             finally:
                 await db.dispose()
             return None
@@ -334,7 +346,8 @@ def cmd_mail_smtp(settings: Settings, args: argparse.Namespace) -> int:
             server.close()
             await server.wait_closed()
 
-    _with_database(settings, listen)
+    # Every SMTP session files its message in its own transaction: one connection each.
+    _with_database(settings, listen, pool_size=10)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -101,7 +101,17 @@ async def ingest_message(
         # Mail from an address proves it alive again, whatever bounced before.
         await session.execute(
             update(ContactIdentity)
-            .where(ContactIdentity.kind == "email", ContactIdentity.normalized == sender)
+            .where(
+                ContactIdentity.kind == "email",
+                ContactIdentity.normalized == sender,
+                # Only when there is something to change: a busy sender's every mail would
+                # otherwise rewrite the row (and its index entries) for nothing.
+                or_(
+                    ContactIdentity.bouncing_since.is_not(None),
+                    ContactIdentity.last_seen_at.is_(None),
+                    ContactIdentity.last_seen_at < func.now() - timedelta(hours=1),
+                ),
+            )
             .values(last_seen_at=func.now(), bouncing_since=None, bounce_reason=None)
         )
 
@@ -447,9 +457,8 @@ async def _acknowledge(
         return False
     from helpdesk.mail import outbound
 
-    customer_language = await session.scalar(
-        select(Customer.language).where(Customer.id == case.customer_id)
-    )
+    customer = await session.get(Customer, case.customer_id)  # usually in the identity map
+    customer_language = customer.language if customer else None
     sent = await outbound.acknowledge(
         session,
         settings,
