@@ -35,14 +35,17 @@ ARTICLE_STATUSES = ("draft", "published", "archived")
 KB_LANGUAGES = ("ja", "en")
 
 # Title outweighs body (A over B). English gets stemming; Japanese has no spaces to split
-# words on, so it is found through the trigram indexes instead and `simple` only serves
-# the Latin words (product names, codes) inside it.
+# words on, so it is found through `search_grams` (pairs of characters) instead and `simple`
+# only serves the Latin words (product names, codes) inside it.
 SEARCH_VECTOR_SQL = (
     "setweight(to_tsvector(CASE WHEN language = 'en' THEN 'english'::regconfig "
     "ELSE 'simple'::regconfig END, coalesce(title, '')), 'A') || "
     "setweight(to_tsvector(CASE WHEN language = 'en' THEN 'english'::regconfig "
     "ELSE 'simple'::regconfig END, coalesce(body_text, '')), 'B')"
 )
+# Overlapping character pairs of each run of Japanese, and Latin words, with weights A (title)
+# and B (body): `kb_search_grams` is defined by migration 0006.
+SEARCH_GRAMS_SQL = "kb_search_grams(title, body_text)"
 
 
 kb_translation_group_seq = Sequence("kb_translation_group_seq")
@@ -77,6 +80,7 @@ class KbArticle(Base):
             "translation_group", "language", name="uq_kb_articles_translation_language"
         ),
         Index("ix_kb_articles_search_vector", "search_vector", postgresql_using="gin"),
+        Index("ix_kb_articles_search_grams", "search_grams", postgresql_using="gin"),
         Index(
             "ix_kb_articles_title_trgm",
             "title",
@@ -124,6 +128,11 @@ class KbArticle(Base):
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     search_vector: Mapped[Any] = mapped_column(
         TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True
+    )
+    # Character bigrams of Japanese and the Latin words of title (A) and body (B): what the
+    # search matches Japanese queries against (SQL function from migration 0006).
+    search_grams: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed(SEARCH_GRAMS_SQL, persisted=True), deferred=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(

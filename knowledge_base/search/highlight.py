@@ -5,9 +5,9 @@ written, so each folded character keeps the index of the original character it c
 Three kinds of match are marked, in this order of preference for each query term:
 
 - the term itself, anywhere (a partial word too: "passw" in "password");
-- for Japanese and Chinese, which have no spaces to find words by, the longest pieces of the
-  term (two characters or more) that occur: "請求書再発行" marks "請求書" and "再発行" in
-  "請求書の再発行";
+- for Japanese and Chinese, which have no spaces to find words by, the pieces of the term
+  (two characters or more) that occur: "請求書再発行" marks "請求書" and "再発行" in
+  "請求書の再発行" (but not pieces of hiragana only, such as the したい of 「返品したい」);
 - for other scripts, whole words spelled nearly like the term: "refnd" marks "refund",
   "refunds" marks "refund".
 
@@ -16,6 +16,8 @@ Everything else is HTML-escaped; the result is safe to put into a page as is.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import html
 import re
 import unicodedata
@@ -29,7 +31,8 @@ START, STOP = "\ue000", "\ue001"
 _WORD = re.compile(r"[^\W_]+")
 _SPACE = re.compile(r"\s+")
 _FUZZY_RATIO = 0.75
-_MIN_PIECE = 2  # CJK characters in a piece of a term worth marking
+_LATIN = re.compile(r"[^\W_\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9f\uac00-\ud7af]{2,}")
+_HIRAGANA = re.compile("[\u3041-\u309f]+")
 
 
 def is_cjk(ch: str) -> bool:
@@ -76,11 +79,34 @@ def strip_sentinels(text: str) -> str:
     return text.replace(START, "").replace(STOP, "")
 
 
+# Characters seen to fold to exactly one character on their own and never with the one
+# before them: text made of these folds one for one (see _Folded).
+_ONE_FOR_ONE: set[str] = set()
+
+
+def _one_for_one(text: str) -> bool:
+    unseen = set(text) - _ONE_FOR_ONE
+    for ch in unseen:
+        if len(fold(ch)) != 1 or _is_mark(ch):
+            return False
+    if len(_ONE_FOR_ONE) < 100_000:
+        _ONE_FOR_ONE.update(unseen)
+    return True
+
+
 class _Folded:
     """`text` folded, with the original index of every folded character."""
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self._starts: list[int] | None = None
+        self._ends: list[int] | None = None
+        # Most texts fold character by character, one for one ("Ｗｉ" to "wi", "ｶ" to "カ"):
+        # then folded index i is original index i, with no per-character bookkeeping.
+        if _one_for_one(text):
+            self.folded = fold(text)
+            if len(self.folded) == len(text):
+                return
         chars: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
@@ -89,7 +115,7 @@ class _Folded:
             # A base character and the marks that follow it fold together: half-width
             # "ｶﾞ" is one "ガ", not "カ" and a loose sound mark.
             j = i + 1
-            while j < len(text) and (unicodedata.combining(text[j]) or text[j] in "\uff9e\uff9f"):
+            while j < len(text) and _is_mark(text[j]):
                 j += 1
             for ch in fold(text[i:j]):
                 chars.append(ch)
@@ -102,7 +128,15 @@ class _Folded:
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original text's span for folded [start, end)."""
+        if self._starts is None or self._ends is None:
+            return start, end
         return self._starts[start], self._ends[end - 1]
+
+
+def _is_mark(ch: str) -> bool:
+    """A character that may fold together with the one before it: a combining mark, a
+    half-width sound mark, a conjoining hangul letter."""
+    return bool(unicodedata.combining(ch)) or ch in "\uff9e\uff9f" or "\u1100" <= ch <= "\u11ff"
 
 
 def _occurrences(haystack: str, needle: str) -> list[tuple[int, int]]:
@@ -114,29 +148,30 @@ def _occurrences(haystack: str, needle: str) -> list[tuple[int, int]]:
 
 
 def _cjk_pieces(haystack: str, term: str) -> list[tuple[int, int]]:
-    """Occurrences of the longest pieces of `term` found in `haystack`, greedily."""
-    spans: list[tuple[int, int]] = []
-    rest = [term]
-    while rest:
-        part = rest.pop()
-        best = ""
-        for size in range(len(part), _MIN_PIECE - 1, -1):
-            best = next(
-                (
-                    part[i : i + size]
-                    for i in range(len(part) - size + 1)
-                    if part[i : i + size] in haystack
-                ),
-                "",
-            )
-            if best:
-                break
-        if not best:
-            continue
-        spans.extend(_occurrences(haystack, best))
-        left, _, right = part.partition(best)
-        rest.extend(p for p in (left, right) if len(p) >= _MIN_PIECE)
+    """Where `haystack` holds pieces of `term` of two characters or more: every pair of
+    adjacent Japanese characters of the term found (overlapping finds merge into one span),
+    and the term's Latin words and numbers. Pairs of hiragana only are not marked for a term
+    with kanji or katakana: in 「返品したい」 they are grammar (したい), which a text holds
+    everywhere. Linear in the text, so a pasted paragraph costs no more than a word."""
+    pairs, words = _pieces_of(term)
+    spans = [(m.start(), m.start() + 2) for m in pairs.finditer(haystack)] if pairs else []
+    for word in words:
+        spans.extend(_occurrences(haystack, word))
     return spans
+
+
+@functools.lru_cache(maxsize=256)
+def _pieces_of(term: str) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
+    pairs = {
+        term[i : i + 2] for i in range(len(term) - 1) if is_cjk(term[i]) and is_cjk(term[i + 1])
+    }
+    if not _HIRAGANA.fullmatch(term):
+        pairs = {p for p in pairs if not _HIRAGANA.fullmatch(p)}
+    # a lookahead finds overlapping pairs too; sorted, so equal terms make equal patterns
+    pattern = (
+        re.compile("(?=(?:" + "|".join(map(re.escape, sorted(pairs))) + "))") if pairs else None
+    )
+    return pattern, tuple(_LATIN.findall(term))
 
 
 def _similar_words(haystack: str, term: str) -> list[tuple[int, int]]:
@@ -211,17 +246,26 @@ def snippet(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> str:
 
 
 def _best_window(spans: list[tuple[int, int]], length: int, width: int) -> int:
+    """Where a `width` window covers most of `spans` (sorted, non-overlapping), starting a
+    little before one of them; the first such place on a tie."""
     if not spans or length <= width:
         return 0
     context = width // 4
+    starts = [s for s, _ in spans]
+    ends = [e for _, e in spans]
+    covered = [0]
+    for s, e in spans:
+        covered.append(covered[-1] + e - s)
     best_start, best_cover = 0, -1
-    for anchor, _ in spans:
+    for anchor in starts:
         start = max(0, min(anchor - context, length - width))
-        cover = sum(
-            min(e, start + width) - max(s, start)
-            for s, e in spans
-            if s < start + width and e > start
-        )
+        end = start + width
+        first = bisect.bisect_right(ends, start)  # the first span ending after `start`
+        last = bisect.bisect_left(starts, end) - 1  # the last span starting before `end`
+        if first > last:
+            continue
+        cover = covered[last + 1] - covered[first]
+        cover -= max(0, start - starts[first]) + max(0, ends[last] - end)
         if cover > best_cover:
             best_start, best_cover = start, cover
     return best_start
