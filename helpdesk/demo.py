@@ -4,20 +4,33 @@ with calls, emails, chats, notes and system entries.
 Idempotent: every record is keyed (users by email, teams by name, customers by an
 `external` identity `demo-customer-N`), so a second run finds everything and creates nothing.
 Generated from a fixed seed, so every install shows the same desk.
+
+`seed_knowledge_base` adds the help center that goes with it: the Markdown articles in
+`knowledge_base/demo_articles/` (Japanese originals with English translations), imported like
+`helpdesk kb import` does, so a second run finds them unchanged.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import knowledge_base
 from helpdesk import auth, cases, customers
+from helpdesk.db import Database
 from helpdesk.interactions import add_interaction
 from helpdesk.models import ContactIdentity, Team, User
+from knowledge_base import categories, importer
+from knowledge_base.models import KbCategory
+
+log = logging.getLogger(__name__)
 
 DEMO_PASSWORD = "helpdesk-demo"
 TEAMS = ("Front line / 一次受付", "Billing / 請求")
@@ -63,6 +76,14 @@ SUBJECTS_EN = (
     "How do I cancel my plan?", "Item arrived damaged", "Change payment method",
 )  # fmt: skip
 N_CUSTOMERS = 50
+DEMO_ARTICLES = Path(knowledge_base.__file__).parent / "demo_articles"
+# The categories the demo articles name by slug, made first so they have a name in each
+# language (an import names the categories it creates in the importing language only).
+KB_CATEGORIES = (
+    ("orders-delivery", {"en": "Orders & delivery", "ja": "注文・配送"}),
+    ("billing", {"en": "Billing", "ja": "請求・お支払い"}),
+    ("account", {"en": "Account", "ja": "アカウント"}),
+)
 
 
 @dataclass
@@ -71,18 +92,61 @@ class DemoReport:
     created_customers: int = 0
     created_cases: int = 0
     staff: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # Set by the caller from `seed_knowledge_base`, which needs a Database, not a session.
+    knowledge_base: importer.ImportSummary | None = None
 
 
 def describe(report: DemoReport) -> str:
     lines = [
         f"demo data: {len(report.created_users)} users, {report.created_customers} customers, "
         f"{report.created_cases} cases created (existing records left as they were)",
-        f"demo logins (password for all: {DEMO_PASSWORD}):",
     ]
+    kb = report.knowledge_base
+    if kb is not None:
+        lines.append(
+            f"demo knowledge base: {kb.created} articles created, {kb.updated} updated, "
+            f"{kb.unchanged} unchanged, {len(kb.rejected)} rejected"
+        )
+        lines += [f"  rejected {source}: {reason}" for source, reason in kb.rejected]
+    lines.append(f"demo logins (password for all: {DEMO_PASSWORD}):")
     for email, role, ext in report.staff:
         lines.append(f"  {role:<10} {email:<24} {'ext ' + ext if ext else ''}")
     lines.append("try: search for 03-1234-5678 to open 山田 太郎's history")
+    if kb is not None:
+        lines.append("try: /help for the help center, or search the knowledge base for 領収書")
     return "\n".join(lines)
+
+
+async def seed_knowledge_base(
+    database: Database,
+    *,
+    index: Callable[[list[int]], Awaitable[None]] | None = None,
+) -> importer.ImportSummary:
+    """Import the demo articles (16: 8 topics in Japanese and English, 2 of them internal
+    agent procedures), after making their three categories if missing.
+
+    Articles are matched by language and slug, so a second run reports them unchanged and
+    leaves any edits made since to fields the files do not state. `index(article_ids)` hands
+    the created or updated articles to the search backend (needed for Elasticsearch; the
+    PostgreSQL backend indexes on save); if it fails the articles stay and a warning says
+    how to catch up.
+    """
+    async with database.unit_of_work() as session:
+        for position, (slug, names) in enumerate(KB_CATEGORIES):
+            exists = await session.scalar(select(KbCategory.id).where(KbCategory.slug == slug))
+            if exists is None:
+                await categories.create_category(session, names=names, slug=slug, position=position)
+    summary = await importer.import_path(database, DEMO_ARTICLES)
+    if index is not None and summary.article_ids:
+        try:
+            await index(summary.article_ids)
+        except Exception as exc:  # the articles are committed: say how to catch up
+            log.warning(
+                "demo articles imported, but the search index was not updated (%s); "
+                "run `helpdesk kb reindex`",
+                exc,
+            )
+    return summary
 
 
 def _customer_spec(i: int, rng: random.Random) -> dict[str, object]:

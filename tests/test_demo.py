@@ -1,6 +1,7 @@
 """Demo data: idempotent, and it shows what the foundation promises — 山田 太郎 found by
 03-1234-5678 with one history across phone, email and chat, a shared office number that
-offers two customers, and staff who log in with the printed password."""
+offers two customers, staff who log in with the printed password, and a help center whose
+articles are published, paired across Japanese and English, and found by search."""
 
 from __future__ import annotations
 
@@ -20,9 +21,24 @@ from helpdesk.models import (
     Team,
     User,
 )
+from knowledge_base.models import KbArticle, KbCategory, KbRevision
+from knowledge_base.search import AGENT_FILTERS, Filters
+from knowledge_base.search.postgres import PostgresSearch
 from tests.conftest import helpdesk_bin
 
-COUNTED = (Customer, ContactIdentity, Case, Interaction, User, Team, AuditRecord)
+COUNTED = (
+    Customer,
+    ContactIdentity,
+    Case,
+    Interaction,
+    User,
+    Team,
+    AuditRecord,
+    KbArticle,
+    KbCategory,
+    KbRevision,
+)
+N_ARTICLES = 16  # 8 topics, each in Japanese and English
 
 
 async def _counts(db) -> dict[str, int]:
@@ -142,9 +158,12 @@ async def test_cli_demo_data_prints_working_credentials_and_is_idempotent(
 
     first = run()
     assert f"{demo.N_CUSTOMERS} customers" in first
+    assert f"demo knowledge base: {N_ARTICLES} articles created, 0 updated" in first
     counts = await _counts(db)
+    assert counts["KbArticle"] == N_ARTICLES
     second = run()
     assert "0 users, 0 customers, 0 cases created" in second
+    assert f"0 articles created, 0 updated, {N_ARTICLES} unchanged, 0 rejected" in second
     assert await _counts(db) == counts
 
     password = re.search(r"password for all: (\S+?)\)", second).group(1)
@@ -153,3 +172,75 @@ async def test_cli_demo_data_prints_working_credentials_and_is_idempotent(
     r = await client.post("/api/auth/token", json={"email": email, "password": password})
     assert r.status_code == 200, r.text
     assert "03-1234-5678" in second  # and it tells the new user what to try
+
+
+async def test_the_demo_knowledge_base_is_imported_once_published_and_paired(db):
+    indexed: list[list[int]] = []
+
+    async def index(ids: list[int]) -> None:
+        indexed.append(ids)
+
+    first = await demo.seed_knowledge_base(db, index=index)
+    assert first.rejected == []
+    assert first.created == N_ARTICLES == len(list(demo.DEMO_ARTICLES.glob("*.md")))
+    assert indexed == [first.article_ids]
+    counts = await _counts(db)
+
+    second = await demo.seed_knowledge_base(db, index=index)
+    assert (second.created, second.updated, second.unchanged) == (0, 0, N_ARTICLES)
+    assert second.rejected == second.article_ids == []
+    assert len(indexed) == 1  # nothing changed, nothing to index
+    assert await _counts(db) == counts
+
+    async with db.unit_of_work() as session:
+        found = (await session.scalars(select(KbArticle))).all()
+        cats = {c.id: c for c in (await session.scalars(select(KbCategory))).all()}
+    assert {a.status for a in found} == {"published"}
+    by_language = {lang: {a.slug: a for a in found if a.language == lang} for lang in ("ja", "en")}
+    # every topic in both languages, under the same slug, in one translation group
+    assert by_language["ja"].keys() == by_language["en"].keys()
+    assert len(by_language["ja"]) == N_ARTICLES // 2
+    for slug, ja in by_language["ja"].items():
+        en = by_language["en"][slug]
+        assert ja.translation_group == en.translation_group, slug
+        assert ja.category_id == en.category_id is not None, slug
+        assert ja.visibility == en.visibility, slug
+    assert sorted((a.language, a.slug) for a in found if a.visibility == "internal") == [
+        ("en", "issue-refund"),
+        ("ja", "issue-refund"),
+    ]
+    assert {(c.slug, c.names["en"], c.names["ja"]) for c in cats.values()} == {
+        (slug, names["en"], names["ja"]) for slug, names in demo.KB_CATEGORIES
+    }
+    assert {cats[a.category_id].slug for a in found} == {s for s, _ in demo.KB_CATEGORIES}
+
+    report = demo.DemoReport(knowledge_base=second)
+    assert f"0 articles created, 0 updated, {N_ARTICLES} unchanged" in demo.describe(report)
+
+
+async def test_demo_articles_are_found_by_search_and_internal_ones_only_by_agents(db):
+    await demo.seed_knowledge_base(db)
+    search = PostgresSearch(db)
+
+    hits = (await search.search("領収書", Filters(language="ja"))).hits
+    assert hits and hits[0].slug == "reissue-receipt", [h.slug for h in hits]
+    assert {h.language for h in hits} == {"ja"}
+    hits = (await search.search("receipt", Filters(language="en"))).hits
+    assert hits and hits[0].slug == "reissue-receipt", [h.slug for h in hits]
+    hits = (await search.search("パスワードを忘れた", Filters(language="ja"))).hits
+    assert hits and hits[0].slug == "cannot-log-in", [h.slug for h in hits]
+
+    public = (await search.search("返金", Filters(language="ja"))).hits
+    assert public and "issue-refund" not in {h.slug for h in public}
+    agents = (await search.search("返金", AGENT_FILTERS)).hits
+    assert {("ja", "issue-refund"), ("en", "issue-refund")} & {(h.language, h.slug) for h in agents}
+
+
+async def test_a_failing_search_index_leaves_the_demo_articles_in_place(db, caplog):
+    async def index(ids: list[int]) -> None:
+        raise ConnectionError("search cluster down")
+
+    summary = await demo.seed_knowledge_base(db, index=index)
+    assert summary.created == N_ARTICLES
+    assert "helpdesk kb reindex" in caplog.text
+    assert (await _counts(db))["KbArticle"] == N_ARTICLES
