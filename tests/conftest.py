@@ -190,6 +190,18 @@ async def supervisor(make_staff) -> Staff:  # type: ignore[no-untyped-def]
     return await make_staff("supervisor")
 
 
+@pytest.fixture
+async def signed_in(client, agent) -> str:  # type: ignore[no-untyped-def]
+    """The test client, logged in through the real form; returns the CSRF token."""
+    page = await client.get("/login")
+    csrf = page.cookies["helpdesk_csrf"]
+    r = await client.post(
+        "/login", data={"email": agent.user.email, "password": PASSWORD, "csrf_token": csrf}
+    )
+    assert r.status_code == 303
+    return csrf
+
+
 # -- a real server process, for the CLI and browser tests ----------------------------------
 
 

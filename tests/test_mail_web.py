@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import select
 
 from helpdesk.models import Case, Interaction, OutboxMail
-from tests.conftest import PASSWORD
 
 MAIL = {"Authorization": "Bearer test-mail-token"}
 HX = {"HX-Request": "true"}
@@ -41,17 +40,6 @@ async def _inbound(client, raw: bytes) -> dict:
     r = await client.post("/api/mail/inbound", content=raw, headers=MAIL)
     assert r.status_code in (200, 201), r.text
     return r.json()
-
-
-@pytest.fixture
-async def signed_in(client, agent):
-    page = await client.get("/login")
-    csrf = page.cookies["helpdesk_csrf"]
-    r = await client.post(
-        "/login", data={"email": agent.user.email, "password": PASSWORD, "csrf_token": csrf}
-    )
-    assert r.status_code == 303
-    return csrf
 
 
 async def test_an_agent_replies_by_api_and_the_case_becomes_theirs(client, agent, db):

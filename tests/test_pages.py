@@ -5,22 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-import pytest
-
 from helpdesk.interactions import add_interaction
 from tests.conftest import PASSWORD
-
-
-@pytest.fixture
-async def signed_in(client, agent):
-    """The test client, logged in through the real form; returns the CSRF token."""
-    page = await client.get("/login")
-    csrf = page.cookies["helpdesk_csrf"]
-    r = await client.post(
-        "/login", data={"email": agent.user.email, "password": PASSWORD, "csrf_token": csrf}
-    )
-    assert r.status_code == 303
-    return csrf
 
 
 async def _customer(client, agent, **body):
