@@ -14,7 +14,7 @@ from helpdesk.errors import Conflict, Forbidden, InvalidInput, NotFound
 from helpdesk.identities import fold_text
 from helpdesk.interactions import add_interaction
 from helpdesk.models import CHANNELS, PRIORITIES, Case, Customer, Team, User
-from helpdesk.pagination import Page, decode_cursor, encode_cursor
+from helpdesk.pagination import Page, newest_first
 
 # Solved is not the end: a customer's reply reopens it. Closed is: a later contact opens a
 # follow-up case instead, so closed cases stay exactly as reported.
@@ -341,22 +341,9 @@ async def list_cases(
     session: AsyncSession, f: CaseFilter, *, limit: int = 50, cursor: str | None = None
 ) -> Page[Case]:
     """Cases most recently updated first, keyset-paged on (updated_at, id)."""
-    stmt = _filtered(f).order_by(Case.updated_at.desc(), Case.id.desc())
-    if cursor:
-        at_raw, last_id = decode_cursor(cursor, 2)
-        try:
-            at = datetime.fromisoformat(str(at_raw))
-        except ValueError as exc:
-            raise InvalidInput("malformed cursor", field="cursor") from exc
-        stmt = stmt.where(
-            or_(Case.updated_at < at, (Case.updated_at == at) & (Case.id < int(last_id)))  # type: ignore[arg-type]
-        )
-    rows = list((await session.scalars(stmt.limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.updated_at, last.id)
-    return Page(rows[:limit], next_cursor)
+    return await newest_first(
+        session, _filtered(f), Case.updated_at, Case.id, limit=limit, cursor=cursor
+    )
 
 
 async def count_cases(session: AsyncSession, f: CaseFilter) -> int:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import nh3
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from helpdesk.errors import InvalidInput, NotFound
 from helpdesk.models import DIRECTIONS, INTERACTION_KINDS, Attachment, Case, Customer, Interaction
-from helpdesk.pagination import Page, decode_cursor, encode_cursor
+from helpdesk.pagination import Page, newest_first
 
 MAX_TEXT_CHARS = 200_000
 ALLOWED_TAGS = {
@@ -90,33 +90,7 @@ def _timeline_query(where: Any) -> Select[tuple[Interaction]]:
         select(Interaction)
         .where(where)
         .options(selectinload(Interaction.attachments), selectinload(Interaction.author))
-        .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
     )
-
-
-async def _page(
-    session: AsyncSession, stmt: Select[tuple[Interaction]], limit: int, cursor: str | None
-) -> Page[Interaction]:
-    if cursor:
-        at_raw, last_id = decode_cursor(cursor, 2)
-        try:
-            at = datetime.fromisoformat(str(at_raw))
-        except ValueError as exc:
-            raise InvalidInput("malformed cursor", field="cursor") from exc
-        if not isinstance(last_id, int):
-            raise InvalidInput("malformed cursor", field="cursor")
-        stmt = stmt.where(
-            or_(
-                Interaction.occurred_at < at,
-                and_(Interaction.occurred_at == at, Interaction.id < last_id),
-            )
-        )
-    rows = list((await session.scalars(stmt.limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.occurred_at, last.id)
-    return Page(rows[:limit], next_cursor)
 
 
 async def customer_timeline(
@@ -199,3 +173,11 @@ async def get_attachment(session: AsyncSession, attachment_id: int) -> Attachmen
     if attachment is None:
         raise NotFound(f"attachment {attachment_id} not found")
     return attachment
+
+
+async def _page(
+    session: AsyncSession, stmt: Select[tuple[Interaction]], limit: int, cursor: str | None
+) -> Page[Interaction]:
+    return await newest_first(
+        session, stmt, Interaction.occurred_at, Interaction.id, limit=limit, cursor=cursor
+    )

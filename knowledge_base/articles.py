@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from helpdesk import audit
 from helpdesk.errors import Conflict, InvalidInput, NotFound
-from helpdesk.pagination import Page, decode_cursor, encode_cursor
+from helpdesk.pagination import Page, newest_first
 from knowledge_base.markdown import render
 from knowledge_base.models import (
     ARTICLE_STATUSES,
@@ -772,27 +772,9 @@ async def list_articles(
         escaped = q.strip().replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
         pattern = f"%{escaped}%"
         stmt = stmt.where(or_(KbArticle.title.ilike(pattern), KbArticle.slug.ilike(pattern)))
-    if cursor:
-        at_raw, last_id = decode_cursor(cursor, 2)
-        try:
-            at = datetime.fromisoformat(str(at_raw))
-        except ValueError as exc:
-            raise InvalidInput("malformed cursor", field="cursor") from exc
-        if not isinstance(last_id, int):
-            raise InvalidInput("malformed cursor", field="cursor")
-        stmt = stmt.where(
-            or_(
-                KbArticle.updated_at < at,
-                (KbArticle.updated_at == at) & (KbArticle.id < last_id),
-            )
-        )
-    stmt = stmt.order_by(KbArticle.updated_at.desc(), KbArticle.id.desc()).limit(limit + 1)
-    rows = list((await session.scalars(stmt)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.updated_at, last.id)
-    return Page(rows[:limit], next_cursor)
+    return await newest_first(
+        session, stmt, KbArticle.updated_at, KbArticle.id, limit=limit, cursor=cursor
+    )
 
 
 async def popular(
