@@ -342,17 +342,7 @@ async def screen_pop_card(
         return {
             **base,
             "match": "several",
-            "customers": [
-                {
-                    "id": m.customer_id,
-                    "name": m.name,
-                    "name_kana": m.name_kana,
-                    "organization": m.organization,
-                    "tier": m.tier,
-                    "url": f"/customers/{m.customer_id}",
-                }
-                for m in matches[:CHOOSER_LIMIT]
-            ],
+            "customers": [m.as_json() for m in matches[:CHOOSER_LIMIT]],
         }
     return {
         **base,

@@ -116,6 +116,17 @@ class PhoneMatch:
     organization: str | None
     tier: str
 
+    def as_json(self) -> dict[str, object]:
+        """How a match is shown: in the lookup API and on a screen-pop's chooser."""
+        return {
+            "id": self.customer_id,
+            "name": self.name,
+            "name_kana": self.name_kana,
+            "organization": self.organization,
+            "tier": self.tier,
+            "url": f"/customers/{self.customer_id}",
+        }
+
 
 async def customers_for_phone(
     session: AsyncSession, raw_phone: str, region: str = "JP"

@@ -170,17 +170,7 @@ async def lookup(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "phone": identities.normalize_phone(phone, request.app.state.settings.default_region),
-            "customers": [
-                {
-                    "id": m.customer_id,
-                    "name": m.name,
-                    "name_kana": m.name_kana,
-                    "organization": m.organization,
-                    "tier": m.tier,
-                    "url": f"/customers/{m.customer_id}",
-                }
-                for m in matches
-            ],
+            "customers": [m.as_json() for m in matches],
         }
     )
 
