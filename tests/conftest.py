@@ -231,34 +231,43 @@ def helpdesk_bin() -> str:
 
 
 @contextmanager
-def serve_process(database_url: str, data_dir: Path, **env: str) -> Iterator[str]:
-    """`helpdesk serve` in its own process on `database_url`; yields its base URL and
-    stops it (SIGTERM, then SIGKILL) on the way out."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "HELPDESK_DATABASE_URL": database_url,
-        "HELPDESK_DATA_DIR": str(data_dir),
-        "HELPDESK_SECRET_KEY": "live-server-secret-key-long-enough-for-hs256",
-        **env,
-    }
+def helpdesk_process(
+    database_url: str, data_dir: Path, *args: str, **env: str
+) -> Iterator[subprocess.Popen[str]]:
+    """`helpdesk ARGS` in its own process on `database_url`, stopped (SIGTERM, then
+    SIGKILL) on the way out."""
     proc = subprocess.Popen(
-        [helpdesk_bin(), "serve", "--port", str(port), "--log-level", "warning"],
-        env=full_env,
+        [helpdesk_bin(), *args],
+        env={
+            **os.environ,
+            "HELPDESK_DATABASE_URL": database_url,
+            "HELPDESK_DATA_DIR": str(data_dir),
+            "HELPDESK_SECRET_KEY": "live-server-secret-key-long-enough-for-hs256",
+            **env,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/readyz", proc=proc)
-        yield base
+        yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def serve_process(database_url: str, data_dir: Path, **env: str) -> Iterator[str]:
+    """`helpdesk serve` in its own process on `database_url`; yields its base URL."""
+    port = free_port()
+    args = ("serve", "--port", str(port), "--log-level", "warning")
+    with helpdesk_process(database_url, data_dir, *args, **env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/readyz", proc=proc)
+        yield base
 
 
 @pytest.fixture

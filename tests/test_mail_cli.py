@@ -5,50 +5,19 @@ delivering to a real SMTP sink."""
 from __future__ import annotations
 
 import asyncio
-import os
 import smtplib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from helpdesk.models import Case, Interaction, MailboxCursor, OutboxMail
-from tests.conftest import free_port, helpdesk_bin, serve_process
+from tests.conftest import free_port, helpdesk_process, serve_process
 from tests.imap_server import DovecotServer, is_installed
 from tests.mailcorpus import load
-
-
-@contextmanager
-def command(
-    database_url: str, data_dir: Path, *args: str, **env: str
-) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(
-        [helpdesk_bin(), *args],
-        env={
-            **os.environ,
-            "HELPDESK_DATABASE_URL": database_url,
-            "HELPDESK_DATA_DIR": str(data_dir),
-            "HELPDESK_SECRET_KEY": "cli-test-secret-key-long-enough-for-hs256",
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -74,7 +43,7 @@ async def eventually(check, within: float = 20.0):
 
 async def test_helpdesk_mail_smtp_files_what_an_mta_delivers(database_url, db, tmp_path):
     port = free_port()
-    with command(database_url, tmp_path, "mail", "smtp", "--port", str(port)) as proc:
+    with helpdesk_process(database_url, tmp_path, "mail", "smtp", "--port", str(port)) as proc:
         wait_port(port, proc)
 
         def send() -> dict:
@@ -107,7 +76,7 @@ async def test_helpdesk_mail_imap_polls_and_remembers_where_it_stopped(database_
                     )
                 )
 
-        with command(
+        with helpdesk_process(
             database_url, tmp_path, "mail", "imap", "--poll-seconds", "0.5", HELPDESK_IMAP_URL=url
         ):
             assert await eventually(lambda: _at_least(emails, 2)) == 2
@@ -117,7 +86,7 @@ async def test_helpdesk_mail_imap_polls_and_remembers_where_it_stopped(database_
         assert all("\\Flagged" in dovecot.flags(uid) for uid in dovecot.uids())
         # A restart fetches only what is new, although the old mail is still there.
         dovecot.append(load("euc_jp.eml"))
-        with command(
+        with helpdesk_process(
             database_url, tmp_path, "mail", "imap", "--poll-seconds", "0.5", HELPDESK_IMAP_URL=url
         ):
             assert await eventually(lambda: _at_least(emails, 3)) == 3
