@@ -64,6 +64,11 @@ class Settings:
     # Email (issue 5): acknowledge new email cases; how often the outbox worker looks.
     mail_ack: bool = True
     outbox_poll_seconds: float = 1.0
+    # Live chat (issue 6): see docs/CHAT.md.
+    chat_offer_seconds: float = 20.0
+    chat_hours: str = ""
+    chat_upload_bytes: int = 5 * 1024 * 1024
+    chat_abandon_seconds: float = 120.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -90,6 +95,10 @@ class Settings:
             ws_send_timeout_seconds=_number(env, "HELPDESK_WS_SEND_TIMEOUT_SECONDS", 10.0),
             mail_ack=env.get("HELPDESK_MAIL_ACK", "1").lower() not in ("0", "false", "no", "off"),
             outbox_poll_seconds=_number(env, "HELPDESK_OUTBOX_POLL_SECONDS", 1.0),
+            chat_offer_seconds=_number(env, "HELPDESK_CHAT_OFFER_SECONDS", 20.0),
+            chat_hours=env.get("HELPDESK_CHAT_HOURS", "").strip(),
+            chat_upload_bytes=int(_number(env, "HELPDESK_CHAT_UPLOAD_BYTES", 5 * 1024 * 1024)),
+            chat_abandon_seconds=_number(env, "HELPDESK_CHAT_ABANDON_SECONDS", 120.0),
         )
 
     @property

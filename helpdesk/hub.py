@@ -110,6 +110,7 @@ class Hub:
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self._by_role: dict[str, set[Connection]] = defaultdict(set)
         self._by_topic: dict[str, set[Connection]] = defaultdict(set)
+        self._guests: set[Connection] = set()  # chat visitors: reached by topic only
         self._incoming: asyncio.Queue[str] = asyncio.Queue()
         self._listener: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
@@ -258,8 +259,19 @@ class Hub:
         self._by_role[role].add(conn)
         return conn
 
+    def register_guest(self, topics: set[str]) -> Connection:
+        """A socket with no desk user (a chat visitor), fed only through its topics."""
+        conn = Connection(0, "visitor", "", queue_size=self.queue_size)
+        self._guests.add(conn)
+        self.watch(conn, topics)
+        return conn
+
     def unregister(self, conn: Connection) -> bool:
         """Forget a socket; True when it was its user's last socket in this process."""
+        if conn in self._guests:
+            self._guests.discard(conn)
+            self.unwatch(conn, set(conn.topics))
+            return False
         for index, key in ((self._by_user, conn.user_id), (self._by_role, conn.role)):
             index[key].discard(conn)  # type: ignore[index]
             if not index[key]:  # type: ignore[index]
@@ -280,7 +292,7 @@ class Hub:
         conn.topics -= topics
 
     def connections(self) -> list[Connection]:
-        return [c for conns in self._by_user.values() for c in conns]
+        return [c for conns in self._by_user.values() for c in conns] + list(self._guests)
 
     def users_online(self) -> set[int]:
         return set(self._by_user)
@@ -291,6 +303,7 @@ class Hub:
             "process": self.process_id,
             "sockets": len(conns),
             "users": len(self._by_user),
+            "visitors": len(self._guests),
             "listening": self.listening,
             "reconnects": self.reconnects,
             "delivered": self.delivered,

@@ -466,10 +466,143 @@ class MailboxCursor(Base):
     )
 
 
+CHAT_STATES = ("new", "queued", "offered", "active", "closed", "abandoned")
+CHAT_SENDERS = ("visitor", "agent", "system")
+
+
+class ChatConversation(Base):
+    """One website chat: who the visitor is, where it is in routing, and its message counter.
+
+    `last_seq` numbers the conversation's messages; taking the next number locks the row,
+    so messages commit (and are announced) in sequence order.
+    """
+
+    __tablename__ = "chat_conversations"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", CHAT_STATES), name="ck_chat_conversations_state"),
+        CheckConstraint("csat_score BETWEEN 1 AND 5", name="ck_chat_conversations_csat"),
+        Index(
+            "ix_chat_conversations_waiting",
+            "team_id",
+            "queued_at",
+            postgresql_where=sql_text("state IN ('queued', 'offered')"),
+        ),
+        Index(
+            "ix_chat_conversations_agent_active",
+            "agent_id",
+            postgresql_where=sql_text("state = 'active'"),
+        ),
+        Index(
+            "ix_chat_conversations_offered_to",
+            "offered_to",
+            postgresql_where=sql_text("state = 'offered'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), server_default="new")
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="SET NULL"), index=True
+    )
+    interaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("interactions.id", ondelete="SET NULL")
+    )
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    offered_to: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    offer_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Agents who let this chat's offer lapse; skipped until every eligible agent has had it.
+    passed_over: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=sql_text("'{}'::integer[]")
+    )
+    visitor_name: Mapped[str] = mapped_column(String(100))
+    visitor_email: Mapped[str | None] = mapped_column(String(320))
+    visitor_id: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(8))
+    page_url: Mapped[str | None] = mapped_column(String(2000))
+    last_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    visitor_ack_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    agent_read_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_position: Mapped[int | None] = mapped_column(Integer)
+    closed_by: Mapped[str | None] = mapped_column(String(16))
+    csat_score: Mapped[int | None] = mapped_column(Integer)
+    csat_comment: Mapped[str | None] = mapped_column(Text)
+    transcripts_sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Refreshed while a socket of the visitor is open (by the process holding it).
+    visitor_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ChatFile(Base):
+    """A file a visitor uploaded into a chat; bytes under the data dir, named by SHA-256."""
+
+    __tablename__ = "chat_files"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("chat_conversations.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ChatMessage(Base):
+    """A message of a conversation, numbered; `client_id` makes a resend a no-op."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        CheckConstraint(_one_of("sender", CHAT_SENDERS), name="ck_chat_messages_sender"),
+        UniqueConstraint("conversation_id", "client_id", name="uq_chat_messages_client_id"),
+    )
+
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("chat_conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(8))
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200), server_default="")
+    body: Mapped[str] = mapped_column(Text, server_default="")
+    file_id: Mapped[int | None] = mapped_column(ForeignKey("chat_files.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CannedResponse(Base):
+    """A prepared answer agents insert into chats and replies (`/shortcut` in the composer)."""
+
+    __tablename__ = "canned_responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(8))
+    shortcut: Mapped[str | None] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
 __all__ = [
     "CALL_STATES",
     "CASE_STATUSES",
     "CHANNELS",
+    "CHAT_SENDERS",
+    "CHAT_STATES",
     "DIRECTIONS",
     "IDENTITY_KINDS",
     "INTERACTION_KINDS",
@@ -486,7 +619,11 @@ __all__ = [
     "Base",
     "Call",
     "CallEventSeen",
+    "CannedResponse",
     "Case",
+    "ChatConversation",
+    "ChatFile",
+    "ChatMessage",
     "ContactIdentity",
     "Customer",
     "HubEvent",

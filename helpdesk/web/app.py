@@ -25,7 +25,7 @@ from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
-from helpdesk.web import api, cti, health, kb, mail, pages, sessions, sockets
+from helpdesk.web import api, chat, cti, health, kb, mail, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
 from knowledge_base.search import make_search
@@ -132,6 +132,8 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
             interval=min(10.0, settings.presence_grace_seconds),
         )
         app.state.presence_sweeper.start()
+        app.state.chat = chat.ChatRuntime(app.state.db, app.state.hub, settings)
+        app.state.chat.start()
         outbox_stop = asyncio.Event()
         outbox = asyncio.create_task(
             OutboxWorker(
@@ -146,6 +148,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         finally:
             outbox_stop.set()
             await outbox
+            await app.state.chat.stop()
             await app.state.presence_sweeper.stop()
             await app.state.hub.stop()
             await app.state.search.close()
@@ -158,6 +161,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *sockets.routes,
         *cti.routes,
         *mail.routes,
+        *chat.routes,
         *kb.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

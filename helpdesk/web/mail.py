@@ -13,6 +13,7 @@ from helpdesk.errors import BadRequest, DeskError, InvalidInput, PayloadTooLarge
 from helpdesk.mail import outbound
 from helpdesk.mail.ingest import ingest_message
 from helpdesk.mail.parsing import MAX_MESSAGE_BYTES
+from helpdesk.web import chat
 from helpdesk.web.forms import json_object, path_id, text_field
 from helpdesk.web.pages import case_context
 from helpdesk.web.render import is_htmx, render
@@ -72,8 +73,10 @@ async def api_reply(request: Request) -> JSONResponse:
     data = await json_object(request)
     body = text_field(data, "body", required=True, max_len=interactions.MAX_TEXT_CHARS) or ""
     channel = data.get("channel", "email")
+    if channel == "chat":
+        return JSONResponse(await chat.reply_in_chat(request, case_id, body), status_code=201)
     if channel != "email":
-        raise InvalidInput("channel must be email (chat replies go over the chat)", field="channel")
+        raise InvalidInput("channel must be email or chat", field="channel")
     to = data.get("to")
     if to is not None and (
         not isinstance(to, list) or not all(isinstance(a, str) for a in to) or len(to) > 20

@@ -26,15 +26,16 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from helpdesk import auth, presence
-from helpdesk.errors import Unauthorized
+from helpdesk.errors import DeskError, Unauthorized
 from helpdesk.events import STAFF_ROLES, encode
 from helpdesk.hub import Close, Connection, Hub
+from helpdesk.web import chat
 from helpdesk.web.forms import json_object, text_field
 from helpdesk.web.security import ANY_STAFF, SESSION_COOKIE, requires
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
-TOPIC_PREFIXES = ("case:", "customer:", "queue", "presence")
+TOPIC_PREFIXES = ("case:", "customer:", "queue", "presence", "chat:", "chats")
 
 
 def _same_origin(ws: WebSocket) -> bool:
@@ -236,6 +237,15 @@ async def _handle(frame: dict[str, Any], conn: Connection, app: Any) -> None:
         else:
             hub.unwatch(conn, set(topics))
         conn.offer(encode({"type": "watching", "topics": sorted(conn.topics)}))
+        return
+    if kind in chat.AGENT_FRAMES:
+        try:
+            reply = await chat.agent_frame(frame, conn.user_id, app)
+        except DeskError as exc:
+            conn.offer(_error(exc.message, ref=kind, code=exc.as_dict().get("code")))
+            return
+        if reply is not None:
+            conn.offer(encode(reply))
         return
     conn.offer(_error(f"unknown message type {kind!r}", ref=kind))
 
