@@ -26,7 +26,7 @@ import knowledge_base
 from helpdesk import auth, cases, customers
 from helpdesk.db import Database
 from helpdesk.interactions import add_interaction
-from helpdesk.models import ContactIdentity, Team, User
+from helpdesk.models import CannedResponse, ContactIdentity, Team, User
 from knowledge_base import categories, importer
 from knowledge_base.models import KbCategory
 
@@ -204,6 +204,19 @@ def _customer_spec(i: int, rng: random.Random) -> dict[str, object]:
     }
 
 
+# Canned responses for chats and replies, keyed by shortcut (`/hello` in the composer).
+CANNED = (
+    ("hello", "ご挨拶", "ja", "{name}様、お問い合わせありがとうございます。担当の者が承ります。"),
+    ("wait", "少々お待ちください", "ja", "確認いたしますので、少々お待ちいただけますでしょうか。"),
+    ("order", "注文番号の確認", "ja", "恐れ入りますが、ご注文番号を教えていただけますでしょうか。"),
+    ("thanks", "お礼", "ja", "ほかにご不明な点はございますか。本日はありがとうございました。"),
+    ("hi", "Greeting", "en", "Hello {name}, thanks for reaching out. How can I help?"),
+    ("moment", "One moment", "en", "Let me check that for you; it will take a moment."),
+    ("orderno", "Order number", "en", "Could you tell me your order number, please?"),
+    ("bye", "Closing", "en", "Is there anything else I can help with? Thank you for chatting."),
+)
+
+
 async def seed(
     session: AsyncSession, *, region: str = "JP", now: datetime | None = None
 ) -> DemoReport:
@@ -238,6 +251,14 @@ async def seed(
         staff.append(user)
         report.staff.append((email, role, ext))
     agents = [u for u in staff if u.role == "agent"]
+
+    for shortcut, title, lang, body in CANNED:
+        if await session.scalar(
+            select(CannedResponse.id).where(CannedResponse.shortcut == shortcut)
+        ):
+            continue
+        session.add(CannedResponse(shortcut=shortcut, title=title, language=lang, body=body))
+    await session.flush()
 
     for i in range(N_CUSTOMERS):
         spec = _customer_spec(i, rng)

@@ -5,6 +5,8 @@ never slept: a pass takes milliseconds."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import uuid
 from collections.abc import Iterator
@@ -187,7 +189,13 @@ async def test_a_chat_from_first_message_to_transcript(server, db, make_staff):
         assert entry.meta["csat"] == 5 and "注文番号は 1234 です" in entry.text
         outbox = (await session.scalars(select(OutboxMail))).all()
         assert len(outbox) == 1 and outbox[0].recipients == ["hanako@example.jp"]
-        assert "注文番号は 1234 です" in outbox[0].raw.decode("utf-8", "replace") or outbox
+        mail = email.message_from_bytes(outbox[0].raw, policy=email.policy.default)
+        assert f"[#{case.number}]" in mail["Subject"]
+        assert "注文番号は 1234 です" in mail.get_body(("plain",)).get_content()
+    async with httpx.AsyncClient(base_url=server) as http:
+        page = await http.get(f"/cases/{conv.case_id}", headers=_auth(staff))
+    assert page.status_code == 200
+    assert "注文番号は 1234 です" in page.text and "★★★★★" in page.text and "早い！" in page.text
 
 
 async def test_reconnect_mid_chat_replays_exactly_what_was_missed(server, db, make_staff):

@@ -3,6 +3,7 @@ and the JSON shapes of the API."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ def make_environment() -> Environment:
     )
     env.filters["phone"] = format_phone
     env.filters["filesize"] = filesize
+    env.filters["fromiso"] = _from_iso
     env.filters["split_quoted"] = split_quoted
     return env
 
@@ -40,6 +42,14 @@ def filesize(size: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    """Times stored as text in JSON (chat transcripts), back to datetimes for `dt`."""
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
 
 
 def viewer_for(request: Request) -> Viewer:
