@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk import cases, events, presence
@@ -287,12 +286,14 @@ _APPEND = text(
           AND NOT EXISTS (
               SELECT 1 FROM chat_messages WHERE conversation_id = :cid AND client_id = :client
           )
-        RETURNING last_seq, agent_id, case_id
+        RETURNING last_seq, agent_id, case_id, visitor_name
     )
     INSERT INTO chat_messages (conversation_id, seq, client_id, sender, author_user_id, name,
                                body, file_id)
-    SELECT :cid, c.last_seq, :client, :sender, :author, :name, :body, :file FROM c
-    RETURNING seq, created_at, (SELECT agent_id FROM c), (SELECT case_id FROM c)
+    SELECT :cid, c.last_seq, :client, :sender, :author,
+           coalesce(CAST(:name AS text), c.visitor_name), :body, :file
+    FROM c
+    RETURNING seq, created_at, name, (SELECT agent_id FROM c), (SELECT case_id FROM c)
     """
 )
 
@@ -366,50 +367,15 @@ async def post(
         "author": author.id if author is not None else None,
         "client": client_id,
         "sender": sender,
+        "name": name_row,
         "body": body,
         "file": file_id,
     }
-    for _attempt in range(3):
-        conv = None
-        if sender == "visitor":
-            conv = await get(session, conversation_id)
-            if conv.state == "new":
-                conv = await get(session, conversation_id, lock=True)
-                if conv.state == "new":
-                    await _open_case(session, conv, body or (file.filename if file else ""))
-            params["name"] = conv.visitor_name
-        else:
-            params["name"] = name_row
-        try:
-            async with session.begin_nested():
-                row = (await session.execute(_APPEND, params)).first()
-        except IntegrityError:
-            continue  # a concurrent resend of the same client_id won; read its number below
-        if row is not None:
-            seq, created_at, agent_id, case_id = row
-            frame = message_frame(
-                conversation_id,
-                seq=seq,
-                sender=sender,
-                name=params["name"] or "",
-                body=body,
-                client_id=client_id,
-                at=created_at,
-                case_id=case_id,
-                file=file,
-            )
-            await events.publish(
-                session,
-                events.Event(
-                    "chat_message",
-                    frame,
-                    users=(agent_id,) if agent_id else (),
-                    topics=(f"chat:{conversation_id}",),
-                ),
-            )
-            return Posted(seq, False, conversation_id)
-        break
-    if client_id is not None:
+    # One statement in the usual case. A concurrent resend of the same client_id makes it
+    # fail on the unique key; the caller retries the transaction, which then finds the
+    # first one (see helpdesk.web.chat.post_message).
+    row = (await session.execute(_APPEND, params)).first()
+    if row is None and client_id is not None:
         seq = await session.scalar(
             select(ChatMessage.seq).where(
                 ChatMessage.conversation_id == conversation_id, ChatMessage.client_id == client_id
@@ -417,6 +383,34 @@ async def post(
         )
         if seq is not None:
             return Posted(seq, True, conversation_id)
+    if row is None and sender == "visitor":
+        conv = await get(session, conversation_id, lock=True)
+        if conv.state == "new":
+            await _open_case(session, conv, body or (file.filename if file else ""))
+            row = (await session.execute(_APPEND, params)).first()
+    if row is not None:
+        seq, created_at, name, agent_id, case_id = row
+        frame = message_frame(
+            conversation_id,
+            seq=seq,
+            sender=sender,
+            name=name or "",
+            body=body,
+            client_id=client_id,
+            at=created_at,
+            case_id=case_id,
+            file=file,
+        )
+        await events.publish(
+            session,
+            events.Event(
+                "chat_message",
+                frame,
+                users=(agent_id,) if agent_id else (),
+                topics=(f"chat:{conversation_id}",),
+            ),
+        )
+        return Posted(seq, False, conversation_id)
     conv = await get(session, conversation_id)
     if conv.state in ("closed", "abandoned"):
         raise Conflict("this chat has ended", code="closed")

@@ -419,3 +419,32 @@ async def test_the_agent_api_lists_transfers_uploads_and_replies(server, db, mak
         assert r.status_code == 403
         canned = await http.get("/api/canned-responses?lang=ja", headers=_auth(one))
         assert canned.status_code == 200 and canned.json() == {"items": []}
+
+
+async def test_the_same_message_sent_from_two_tabs_at_once_is_stored_once(server, db, make_staff):
+    staff = await make_staff("agent")
+    async with agent_socket(server, _token(staff.user)) as a, visitor(server) as v:
+        conv_id = await _accepted_chat(server, a, v)
+        async with resumed(server, v.welcome["token"], after=2) as tab:
+            await tab.next("synced")
+            for n in range(4):  # under the rate limit: ten per ten seconds per conversation
+                client_id = f"race-{n}"
+                frame = {"type": "message", "client_id": client_id, "body": f"race {n}"}
+                await asyncio.gather(v.send(frame), tab.send(frame))
+                acks = [
+                    await sock.next("ack", lambda f, c=client_id: f["client_id"] == c)
+                    for sock in (v, tab)
+                ]
+                assert acks[0]["seq"] == acks[1]["seq"]
+                assert sorted(x["duplicate"] for x in acks) == [False, True]
+    async with db.unit_of_work() as session:
+        rows = (
+            await session.execute(
+                select(ChatMessage.client_id, ChatMessage.seq)
+                .where(ChatMessage.conversation_id == conv_id)
+                .order_by(ChatMessage.seq)
+            )
+        ).all()
+    # 1 the first message, 2 "joined", then each raced message once, with no gap
+    assert [seq for _, seq in rows] == [1, 2, 3, 4, 5, 6]
+    assert [c for c, _ in rows][2:] == ["race-0", "race-1", "race-2", "race-3"]

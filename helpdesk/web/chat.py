@@ -17,6 +17,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -68,6 +69,7 @@ class ChatRuntime:
         self.hellos = SlidingWindowLimiter(limit=20, window=60.0)  # new chats per address
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._staff: dict[int, tuple[float, User]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="chat-router")
@@ -80,6 +82,23 @@ class ChatRuntime:
 
     def kick(self) -> None:
         self._kick.set()
+
+    async def staff(self, user_id: int) -> User:
+        """The agent behind a socket, cached for a minute: a chat message should not cost a
+        user lookup. (Deactivating an account closes its sockets.)"""
+        now = asyncio.get_running_loop().time()
+        cached = self._staff.get(user_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self.db.unit_of_work() as session:
+            user = await session.get(User, user_id)
+            if user is None or not user.is_active:
+                raise Forbidden("account is not active")
+            session.expunge(user)
+        if len(self._staff) > 10_000:
+            self._staff.clear()
+        self._staff[user_id] = (now + 60.0, user)
+        return user
 
     async def route_once(self) -> chat.Routed:
         async with self.db.unit_of_work() as session:
@@ -104,6 +123,19 @@ class ChatRuntime:
             except Exception:
                 log.exception("chat router pass failed")
                 await asyncio.sleep(1.0)
+
+
+async def post_message(db: Database, conversation_id: int, **fields: Any) -> chat.Posted:
+    """`chat.post` in its own transaction, retried once when a concurrent resend of the same
+    `client_id` won the race (the retry then answers with that message's seq)."""
+    for attempt in (1, 2):
+        try:
+            async with db.unit_of_work() as session:
+                return await chat.post(session, conversation_id, **fields)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 # -- the visitor socket ---------------------------------------------------------------------
@@ -433,15 +465,9 @@ async def _visitor_frame(
         if file_id is not None and (not isinstance(file_id, int) or isinstance(file_id, bool)):
             raise InvalidInput("attachment must be an upload id", field="attachment")
         body = chat.check_body(frame.get("body", ""), allow_empty=file_id is not None)
-        async with db.unit_of_work() as session:
-            posted = await chat.post(
-                session,
-                conv_id,
-                sender="visitor",
-                body=body,
-                client_id=client_id,
-                file_id=file_id,
-            )
+        posted = await post_message(
+            db, conv_id, sender="visitor", body=body, client_id=client_id, file_id=file_id
+        )
         if posted.seq and not posted.duplicate:
             runtime.kick()  # a first message queues the chat
         return {
@@ -489,23 +515,21 @@ async def agent_frame(frame: dict[str, Any], user_id: int, app: Any) -> dict[str
     if not isinstance(conv_id, int) or isinstance(conv_id, bool):
         raise InvalidInput("conversation must be a chat id", field="conversation")
     runtime: ChatRuntime = app.state.chat
+    user = await runtime.staff(user_id)
+    if kind == "chat_send":
+        client_id = chat.check_client_id(frame.get("client_id"))
+        body = chat.check_body(frame.get("body"))
+        posted = await post_message(
+            runtime.db, conv_id, sender="agent", body=body, client_id=client_id, author=user
+        )
+        return {
+            "type": "chat_ack",
+            "conversation": conv_id,
+            "client_id": client_id,
+            "seq": posted.seq,
+            "duplicate": posted.duplicate,
+        }
     async with runtime.db.unit_of_work() as session:
-        user = await session.get(User, user_id)
-        if user is None or not user.is_active:
-            raise Forbidden("account is not active")
-        if kind == "chat_send":
-            client_id = chat.check_client_id(frame.get("client_id"))
-            body = chat.check_body(frame.get("body"))
-            posted = await chat.post(
-                session, conv_id, sender="agent", body=body, client_id=client_id, author=user
-            )
-            return {
-                "type": "chat_ack",
-                "conversation": conv_id,
-                "client_id": client_id,
-                "seq": posted.seq,
-                "duplicate": posted.duplicate,
-            }
         if kind == "chat_typing":
             conv = await chat.get(session, conv_id)
             if conv.agent_id != user.id:
@@ -515,9 +539,8 @@ async def agent_frame(frame: dict[str, Any], user_id: int, app: Any) -> dict[str
         if kind == "chat_read":
             await chat.mark_read(session, conv_id, user, frame.get("seq"))
             return None
-        if kind == "chat_accept":
-            await chat.accept(session, conv_id, user)
-            summary = await chat.summary(session, conv_id)
+        await chat.accept(session, conv_id, user)
+        summary = await chat.summary(session, conv_id)
     runtime.kick()
     return {"type": "chat_accepted", "conversation": summary}
 
@@ -638,15 +661,14 @@ async def api_send(request: Request) -> JSONResponse:
     client_id = data.get("client_id")
     if client_id is not None:
         client_id = chat.check_client_id(client_id)
-    async with request.app.state.db.unit_of_work() as session:
-        posted = await chat.post(
-            session,
-            conv_id,
-            sender="agent",
-            body=body,
-            client_id=client_id,
-            author=request.state.user,
-        )
+    posted = await post_message(
+        request.app.state.db,
+        conv_id,
+        sender="agent",
+        body=body,
+        client_id=client_id,
+        author=request.state.user,
+    )
     return JSONResponse(
         {"seq": posted.seq, "duplicate": posted.duplicate},
         status_code=200 if posted.duplicate else 201,
@@ -723,9 +745,9 @@ async def reply_in_chat(request: Request, case_id: int, body: str) -> dict[str, 
         conv = await chat.active_for_case(session, case_id)
         if conv is None or conv.state != "active":
             raise InvalidInput("this case has no chat in progress", field="channel")
-        posted = await chat.post(
-            session, conv.id, sender="agent", body=text, client_id=None, author=user
-        )
+    posted = await post_message(
+        request.app.state.db, conv.id, sender="agent", body=text, client_id=None, author=user
+    )
     return {
         "channel": "chat",
         "conversation": conv.id,
