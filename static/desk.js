@@ -121,6 +121,8 @@
   function send(frame) {
     if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(frame)); }
   }
+  // The chats panel (chat-panel.js) sends its frames over this socket.
+  body.addEventListener("desk:send", function (event) { if (event.detail) { send(event.detail); } });
 
   function onCaseUpdated(ev) {
     // previous_assignee_id is set only when the assignee changed.
@@ -202,6 +204,7 @@
           onPresence(ev.presence);
           if (everConnected) { refreshAll(); toast(message("reconnected")); }
           everConnected = true;
+          body.dispatchEvent(new CustomEvent("desk:connected"));
           break;
         case "ping": send({ type: "pong" }); break;
         case "presence": onPresence(ev); break;

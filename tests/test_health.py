@@ -62,6 +62,11 @@ PUBLIC = {
     "/api/kb/search",
     "/api/kb/articles/{slug}",
     "/kb/{lang}/{slug}",  # staff see the agent view, anyone else is sent to /help
+    # Chat visitors prove themselves with the chat's resume token (tests/test_chat.py), and
+    # the demo company site is public.
+    "/api/chat/uploads",
+    "/chat/files/{id:int}",
+    "/demo/site",
 }
 
 

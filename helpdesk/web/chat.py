@@ -17,6 +17,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -26,11 +27,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from helpdesk import auth, chat
 from helpdesk.config import Settings
 from helpdesk.db import Database
-from helpdesk.errors import BadRequest, DeskError, Forbidden, InvalidInput, NotFound
+from helpdesk.errors import (
+    BadRequest,
+    DeskError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from helpdesk.events import encode
 from helpdesk.hub import Close, Connection, Hub
 from helpdesk.interactions import attachment_path
-from helpdesk.models import User
+from helpdesk.models import Team, User
 from helpdesk.opening_hours import OpeningHours
 from helpdesk.web.forms import int_field, json_object, path_id
 from helpdesk.web.kb import SlidingWindowLimiter
@@ -556,6 +564,8 @@ async def upload(request: Request) -> Response:
         return Response(status_code=204, headers=CORS)
     try:
         token = request.headers.get("x-chat-token") or request.query_params.get("token")
+        if not token:
+            raise Unauthorized("send the chat's token in the X-Chat-Token header")
         settings = request.app.state.settings
         limit = settings.chat_upload_bytes
         declared = request.headers.get("content-length", "")
@@ -737,6 +747,14 @@ async def api_canned(request: Request) -> JSONResponse:
     )
 
 
+@requires(*ANY_STAFF)
+async def api_teams(request: Request) -> JSONResponse:
+    """Teams, for transferring a chat back to a team's queue."""
+    async with request.app.state.db.unit_of_work() as session:
+        teams = (await session.scalars(select(Team).order_by(Team.name))).all()
+    return JSONResponse({"items": [{"id": t.id, "name": t.name} for t in teams]})
+
+
 async def reply_in_chat(request: Request, case_id: int, body: str) -> dict[str, Any]:
     """`POST /api/cases/{id}/replies` with `channel: chat`: into the case's live chat."""
     text = chat.check_body(body)
@@ -768,4 +786,5 @@ routes = [
     Route("/api/chats/{id:int}/transfer", api_transfer, methods=["POST"]),
     Route("/api/chats/{id:int}/close", api_close, methods=["POST"]),
     Route("/api/canned-responses", api_canned, methods=["GET"]),
+    Route("/api/teams", api_teams, methods=["GET"]),
 ]
