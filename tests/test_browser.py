@@ -588,3 +588,76 @@ def test_case_page_suggests_an_article_and_inserts_its_link_into_the_reply(desk,
     page.keyboard.press("Enter")
     expect(reply).to_have_value(f"こちらをご覧ください: {url} {url}")
     watch.assert_clean()
+
+
+def test_a_customer_and_an_agent_chat_both_ways_and_a_reload_keeps_the_history(desk, open_page):
+    agent, agent_watch = open_page(locale="ja-JP")
+    log_in(agent, AGENT, demo.DEMO_PASSWORD)
+    expect(agent).to_have_url(re.compile(r"/agent$"))
+    expect(agent.locator("#live-status")).to_have_attribute("data-state", "live")
+
+    customer, customer_watch = open_page(locale="ja-JP")
+    customer.goto("/demo/site?lang=ja")
+    customer.locator("button.hd-launcher").click()
+    prechat = customer.locator("form.hd-prechat")
+    prechat.locator("input[name=name]").fill("ブラウザ 花子")
+    prechat.locator("input[name=email]").fill("hanako.browser@example.jp")
+    prechat.locator("button[type=submit]").click()
+    box = customer.locator("textarea.hd-input")
+    box.fill("注文した商品が届きません")
+    customer.locator("button.hd-send").click()
+    mine = customer.locator('.hd-msg[data-from="visitor"] .hd-body')
+    expect(mine).to_have_text(["注文した商品が届きません"])
+
+    # The offer reaches the only agent online; they accept it.
+    offer = agent.locator("[data-chat-offer]")
+    expect(offer).to_have_count(1)
+    expect(offer).to_contain_text("ブラウザ 花子")
+    offer.locator("button.chat-accept").click()
+    view = agent.locator("#chat-view")
+    expect(view.locator('.chat-msg[data-from="visitor"] .chat-body')).to_have_text(
+        ["注文した商品が届きません"]
+    )
+    expect(customer.locator('.hd-msg[data-from="system"]')).to_have_count(1)
+
+    # agent -> customer
+    agent.locator("#chat-input").fill("ご注文番号を教えていただけますか？")
+    agent.locator("#chat-input").press("Enter")
+    theirs = customer.locator('.hd-msg[data-from="agent"] .hd-body')
+    expect(theirs).to_have_text(["ご注文番号を教えていただけますか？"])
+
+    # customer -> agent
+    box.fill("A-1234 です")
+    box.press("Enter")
+    expect(view.locator('.chat-msg[data-from="visitor"] .chat-body')).to_have_text(
+        ["注文した商品が届きません", "A-1234 です"]
+    )
+
+    # The customer reloads: the same conversation, the whole history, in order, once.
+    customer.reload()
+    if not customer.locator(".hd-panel").is_visible():
+        customer.locator("button.hd-launcher").click()
+    bodies = customer.locator(".hd-msg .hd-body")
+    expect(customer.locator('.hd-msg[data-from="visitor"] .hd-body')).to_have_text(
+        ["注文した商品が届きません", "A-1234 です"]
+    )
+    expect(customer.locator('.hd-msg[data-from="agent"] .hd-body')).to_have_text(
+        ["ご注文番号を教えていただけますか？"]
+    )
+    seqs = [
+        int(s)
+        for s in customer.locator(".hd-msg").evaluate_all(
+            "els => els.map(e => e.getAttribute('data-seq'))"
+        )
+    ]
+    assert seqs == sorted(set(seqs)) and seqs == list(range(1, len(seqs) + 1))
+    assert bodies.count() == len(seqs)
+
+    # and the conversation goes on after the reload
+    agent.locator("#chat-input").fill("確認いたします。")
+    agent.locator("#chat-input").press("Enter")
+    expect(customer.locator('.hd-msg[data-from="agent"] .hd-body')).to_have_text(
+        ["ご注文番号を教えていただけますか？", "確認いたします。"]
+    )
+    agent_watch.assert_clean()
+    customer_watch.assert_clean()

@@ -25,7 +25,7 @@ from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
-from helpdesk.web import api, chat, cti, health, kb, mail, pages, sessions, sockets
+from helpdesk.web import api, chat, cti, demo, health, kb, mail, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
 from knowledge_base.search import make_search
@@ -162,6 +162,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *cti.routes,
         *mail.routes,
         *chat.routes,
+        *demo.routes,
         *kb.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
