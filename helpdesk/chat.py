@@ -198,6 +198,10 @@ async def _customer_for_visitor(
             await add_identity(
                 session, customer.id, IdentityInput("chat", visitor_id), region=region
             )
+        if email and not await customers_for_identity(session, "email", email, region):
+            # Found by this browser, with an address new to the desk: keep it, so that the
+            # customer's mail finds them too.
+            await add_identity(session, customer.id, IdentityInput("email", email), region=region)
         return customer.id
     identities = []
     if email:

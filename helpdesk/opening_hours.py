@@ -48,7 +48,17 @@ class OpeningHours:
             intervals.extend((day, start, end) for day in range(first, last + 1))
         if not intervals:
             raise ValueError("opening hours are empty")
-        ZoneInfo(timezone)  # fail early on a bad zone name
+        try:
+            ZoneInfo(timezone)  # fail early on a bad zone name
+        except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(f"opening hours: unknown timezone {timezone!r}") from exc
+        if holiday_region:
+            try:  # fail early too, not at every `is_open`
+                holidays.country_holidays(holiday_region)
+            except NotImplementedError as exc:
+                raise ValueError(
+                    f"opening hours: no public holidays known for region {holiday_region!r}"
+                ) from exc
         return cls(tuple(intervals), timezone, holiday_region)
 
     def is_open(self, at: datetime) -> bool:
