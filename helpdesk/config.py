@@ -69,6 +69,7 @@ class Settings:
     chat_hours: str = ""
     chat_upload_bytes: int = 5 * 1024 * 1024
     chat_abandon_seconds: float = 120.0
+    chat_router: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -99,6 +100,8 @@ class Settings:
             chat_hours=env.get("HELPDESK_CHAT_HOURS", "").strip(),
             chat_upload_bytes=int(_number(env, "HELPDESK_CHAT_UPLOAD_BYTES", 5 * 1024 * 1024)),
             chat_abandon_seconds=_number(env, "HELPDESK_CHAT_ABANDON_SECONDS", 120.0),
+            chat_router=env.get("HELPDESK_CHAT_ROUTER", "1").lower()
+            not in ("0", "false", "no", "off"),
         )
 
     @property

@@ -80,7 +80,8 @@ class ChatRuntime:
         self._staff: dict[int, tuple[float, User]] = {}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="chat-router")
+        if self.settings.chat_router:
+            self._task = asyncio.create_task(self._loop(), name="chat-router")
 
     async def stop(self) -> None:
         if self._task is not None:
