@@ -36,8 +36,9 @@ from helpdesk.identities import customers_for_identity, normalize_email
 from helpdesk.interactions import (
     MAX_TEXT_CHARS,
     add_interaction,
-    attachment_path,
+    clean_content_type,
     safe_filename,
+    write_file,
 )
 from helpdesk.models import (
     CannedResponse,
@@ -893,17 +894,9 @@ async def store_file(
     conv = await get(session, conversation_id)
     if conv.state in ("closed", "abandoned"):
         raise Conflict("this chat has ended", code="closed")
-    digest = hashlib.sha256(data).hexdigest()
-    path = attachment_path(attachments_dir, digest)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{secrets.token_hex(4)}")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    digest = write_file(attachments_dir, data)
     name = safe_filename(filename)
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", ctype):
-        ctype = "application/octet-stream"
+    ctype = clean_content_type(content_type, name)
     file = ChatFile(
         conversation_id=conversation_id,
         filename=name,

@@ -7,6 +7,7 @@ import mimetypes
 import os
 import re
 import unicodedata
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,26 @@ def safe_filename(name: str) -> str:
     return name[:255] or "attachment"
 
 
+def write_file(attachments_dir: Path, data: bytes) -> str:
+    """Store bytes under their SHA-256 (once, however often they come) and return it."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = attachment_path(attachments_dir, digest)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return digest
+
+
+def clean_content_type(content_type: str | None, filename: str) -> str:
+    """The sender's type when it is a plain `type/subtype`, else a guess from the name."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", ctype):
+        return ctype
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
 async def store_attachment(
     session: AsyncSession,
     *,
@@ -139,17 +160,9 @@ async def store_attachment(
             f"attachment {filename!r} is {len(data)} bytes; the limit is {max_bytes}",
             field="attachments",
         )
-    digest = hashlib.sha256(data).hexdigest()
-    path = attachment_path(attachments_dir, digest)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    digest = write_file(attachments_dir, data)
     name = safe_filename(filename)
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if not re.fullmatch(r"[a-z0-9.+-]+/[a-z0-9.+-]+", ctype):
-        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    ctype = clean_content_type(content_type, name)
     attachment = Attachment(
         interaction_id=interaction_id,
         filename=name,

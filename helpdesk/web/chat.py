@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from helpdesk import auth, chat
 from helpdesk.config import Settings
@@ -40,6 +40,7 @@ from helpdesk.hub import Close, Connection, Hub
 from helpdesk.interactions import attachment_path
 from helpdesk.models import Team, User
 from helpdesk.opening_hours import OpeningHours
+from helpdesk.web import sockets
 from helpdesk.web.forms import int_field, json_object, path_id
 from helpdesk.web.kb import SlidingWindowLimiter
 from helpdesk.web.security import ANY_STAFF, bearer_token, requires
@@ -370,39 +371,18 @@ async def _run(
     ws: WebSocket, conn: Connection, runtime: ChatRuntime, conv_id: int, token: str
 ) -> None:
     settings = runtime.settings
-    sender = asyncio.create_task(_send_loop(ws, conn, settings.ws_send_timeout_seconds))
-    receiver = asyncio.create_task(_receive_loop(ws, conn, runtime, conv_id, token))
-    ticker = asyncio.create_task(_tick_loop(conn, settings.ws_heartbeat_seconds))
-    tasks = {sender, receiver, ticker}
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect):
-                raise exc
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    await sockets.run_until_first_ends(
+        sockets.send_loop(ws, conn, settings.ws_send_timeout_seconds, _resume_on_resync),
+        _receive_loop(ws, conn, runtime, conv_id, token),
+        _tick_loop(conn, settings.ws_heartbeat_seconds),
+    )
 
 
-async def _send_loop(ws: WebSocket, conn: Connection, send_timeout: float) -> None:
-    while True:
-        frame = await conn.queue.get()
-        if isinstance(frame, str) and frame.startswith('{"type":"resync"'):
-            # Events may have been missed: the widget reconnects and resumes from its seq.
-            frame = Close(1012, "reconnect and resume")
-        if isinstance(frame, Close):
-            if ws.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(frame.code, frame.reason), send_timeout)
-            return
-        try:
-            await asyncio.wait_for(ws.send_text(frame), send_timeout)
-        except TimeoutError:
-            return
+def _resume_on_resync(frame: str | Close) -> str | Close:
+    """Events may have been missed: the widget reconnects and resumes from its seq."""
+    if isinstance(frame, str) and frame.startswith('{"type":"resync"'):
+        return Close(1012, "reconnect and resume")
+    return frame
 
 
 async def _tick_loop(conn: Connection, interval: float) -> None:

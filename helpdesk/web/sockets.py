@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,10 +117,17 @@ async def agent_socket(ws: WebSocket) -> None:
 
 async def _serve(ws: WebSocket, conn: Connection, claims: auth.TokenClaims, app: Any) -> None:
     settings = app.state.settings
-    sender = asyncio.create_task(_send_loop(ws, conn, settings.ws_send_timeout_seconds))
-    receiver = asyncio.create_task(_receive_loop(ws, conn, app))
-    ticker = asyncio.create_task(_tick_loop(conn, claims, settings.ws_heartbeat_seconds))
-    tasks = {sender, receiver, ticker}
+    await run_until_first_ends(
+        send_loop(ws, conn, settings.ws_send_timeout_seconds),
+        _receive_loop(ws, conn, app),
+        _tick_loop(conn, claims, settings.ws_heartbeat_seconds),
+    )
+
+
+async def run_until_first_ends(*loops: Coroutine[Any, Any, None]) -> None:
+    """Run a socket's loops until one ends (or fails), then stop the others: a socket is
+    done when its sender, its receiver or its clock says so."""
+    tasks = {asyncio.create_task(loop) for loop in loops}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -134,9 +142,18 @@ async def _serve(ws: WebSocket, conn: Connection, claims: auth.TokenClaims, app:
                 await task
 
 
-async def _send_loop(ws: WebSocket, conn: Connection, send_timeout: float) -> None:
+async def send_loop(
+    ws: WebSocket,
+    conn: Connection,
+    send_timeout: float,
+    translate: Callable[[str | Close], str | Close] | None = None,
+) -> None:
+    """Write the connection's queued frames; `translate` may turn a frame into another (or
+    into a close) for this kind of socket."""
     while True:
         frame = await conn.queue.get()
+        if translate is not None:
+            frame = translate(frame)
         if isinstance(frame, Close):
             if ws.application_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
