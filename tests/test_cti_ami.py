@@ -228,8 +228,8 @@ class Recorder:
                 await self._changed.wait()
 
 
-# A call nobody else uses: the bridge handles frames in order, so once its ring is out,
-# every frame written before it has been handled.
+# A call nobody else uses, written last: once its ring is out, every frame before it has
+# been read (and `bridge.close()` waits until each of their events reached the sink).
 SENTINEL = (
     b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/ntt-trunk-0000ffff\r\n"
     b"ChannelState: 4\r\nChannelStateDesc: Ring\r\nCallerIDNum: 0300000000\r\n"
@@ -533,6 +533,31 @@ async def test_a_failing_sink_does_not_stop_the_bridge() -> None:
 
     assert [e.event for e in delivered] == ["ring", "answer", "hangup", "ring"]
     assert [e.event for e in sink.events] == ["answer", "hangup", "ring"]
+
+
+async def test_a_slow_call_does_not_hold_up_the_others_and_keeps_its_own_order() -> None:
+    """The sink is stuck on the first call's ring until another call's ring arrives: events
+    of different calls go to the sink side by side, each call's in order."""
+    delivered: list[CallEvent] = []
+    other_rang = asyncio.Event()
+
+    async def sink(event: CallEvent) -> None:
+        if event.call_id == "sentinel.1":
+            other_rang.set()
+        elif not delivered:
+            await asyncio.wait_for(other_rang.wait(), WAIT)  # serial delivery would stall here
+        delivered.append(event)
+
+    data = transcript("direct_call_answered.txt") + SENTINEL
+    async with FakeAsterisk([Connection(events=data)]) as asterisk:
+        bridge = AmiBridge("127.0.0.1", asterisk.port, USER, SECRET, sink)
+        running = asyncio.create_task(bridge.run())
+        await asyncio.wait_for(other_rang.wait(), WAIT)
+        await bridge.close()
+        await asyncio.wait_for(running, WAIT)
+
+    assert delivered[0].call_id == "sentinel.1"
+    assert [e.event for e in delivered if e.call_id != "sentinel.1"] == ["ring", "answer", "hangup"]
 
 
 # -- the command line ----------------------------------------------------------------------

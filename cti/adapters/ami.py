@@ -147,6 +147,7 @@ class AmiBridge:
         reconnect_initial: float = 0.5,
         reconnect_max: float = 30.0,
         extension_pattern: str = r"\d{2,6}",
+        max_in_flight: int = 64,
     ) -> None:
         self.host = host
         self.port = port
@@ -157,6 +158,9 @@ class AmiBridge:
         self._reconnect_max = reconnect_max
         self._extension_pattern = re.compile(extension_pattern)
         self._calls: dict[str, _Call] = {}
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._last_of_call: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.StreamWriter | None = None
         self._last_action = 0
         self._logged_in = False
@@ -209,6 +213,7 @@ class AmiBridge:
         writer, self._writer = self._writer, None
         if writer is not None:
             await _log_off(writer)
+        await self.drain()
 
     async def _session(self) -> None:
         """One connection: log in, rebuild the calls in progress, then follow events."""
@@ -492,11 +497,38 @@ class AmiBridge:
             at=_event_time(frame),
             queue=call.queue,
         )
+        # Calls are independent: each call's events go to the sink in order, one after the
+        # other, while other calls' events go at the same time (at most `max_in_flight`), so
+        # a burst of rings is not applied one by one behind each other.
+        await self._in_flight.acquire()
+        previous = self._last_of_call.get(call.call_id)
+        task = asyncio.create_task(self._deliver(call_event, previous))
+        self._last_of_call[call.call_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._delivered)
+
+    async def _deliver(self, call_event: CallEvent, previous: asyncio.Task[None] | None) -> None:
         try:
+            if previous is not None:
+                await asyncio.wait([previous])
             await self._sink(call_event)
         except Exception:
             # One event the desk could not take must not stop the bridge: the calls go on.
-            log.exception("AMI: the sink failed on %s of call %s", event, call.call_id)
+            log.exception(
+                "AMI: the sink failed on %s of call %s", call_event.event, call_event.call_id
+            )
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.release()
+        self._tasks.discard(task)
+        for call_id, last in list(self._last_of_call.items()):
+            if last is task:
+                del self._last_of_call[call_id]
+
+    async def drain(self) -> None:
+        """Wait until every event read so far has been handed to the sink."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     # -- channels --------------------------------------------------------------------------
 
