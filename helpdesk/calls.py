@@ -109,32 +109,31 @@ async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -
     """Record one call event, in the caller's transaction, and publish what it causes."""
     if await _seen_before(session, event):
         return Applied(None, duplicate=True)
-    # Lock the call row (or create it) so that two events of one call never interleave.
-    await session.execute(
-        insert(Call.__table__)
-        .values(
-            call_id=event.call_id,
-            direction=event.direction,
-            from_number=event.from_number[:64],
-            to_number=event.to_number[:64],
-            customer_number=_customer_number(event, region),
-            state="ringing",
-            queue=event.queue,
-            started_at=event.at,
-        )
-        .on_conflict_do_nothing(index_elements=["call_id"])
+    # Create the call row or lock the existing one, in one statement: the no-op update on a
+    # conflict takes the row lock, so two events of one call never interleave. An earlier
+    # start time (events out of order) and a queue heard late are kept on the way.
+    table = Call.__table__
+    upsert = insert(table).values(
+        call_id=event.call_id,
+        direction=event.direction,
+        from_number=event.from_number[:64],
+        to_number=event.to_number[:64],
+        customer_number=_customer_number(event, region),
+        state="ringing",
+        queue=event.queue,
+        started_at=event.at,
     )
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["call_id"],
+        set_={
+            "started_at": func.least(table.c.started_at, upsert.excluded.started_at),
+            "queue": func.coalesce(table.c.queue, upsert.excluded.queue),
+        },
+    ).returning(Call)
     call = await session.scalar(
-        select(Call)
-        .where(Call.call_id == event.call_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        select(Call).from_statement(upsert).execution_options(populate_existing=True)
     )
     assert call is not None
-    if event.at < call.started_at:
-        call.started_at = event.at
-    if event.queue and not call.queue:
-        call.queue = event.queue
     agents = await resolve_agents(session, event.agents)
     if event.agents and not agents:
         log.info("call %s: no active agent matches %s", event.call_id, list(event.agents))
