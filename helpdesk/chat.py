@@ -62,7 +62,6 @@ RESUME_AFTER_CLOSE = timedelta(hours=1)
 ROUTER_LOCK = 0x6368_6174  # "chat"
 WAITING = ("queued", "offered")
 OPEN = ("new", "queued", "offered", "active")
-STAFF = ("agent", "supervisor", "admin")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 SYSTEM_TEXT = {
@@ -109,6 +108,7 @@ class Posted:
     seq: int
     duplicate: bool
     conversation_id: int
+    queued: bool = False  # this message opened the case and queued the chat
 
 
 def hash_token(token: str) -> str:
@@ -380,6 +380,7 @@ async def post(
     # fail on the unique key; the caller retries the transaction, which then finds the
     # first one (see helpdesk.web.chat.post_message).
     row = (await session.execute(_APPEND, params)).first()
+    queued = False
     if row is None and client_id is not None:
         seq = await session.scalar(
             select(ChatMessage.seq).where(
@@ -393,6 +394,7 @@ async def post(
         if conv.state == "new":
             await _open_case(session, conv, body or (file.filename if file else ""))
             row = (await session.execute(_APPEND, params)).first()
+            queued = True
     if row is not None:
         seq, created_at, name, agent_id, case_id = row
         frame = message_frame(
@@ -415,7 +417,7 @@ async def post(
                 topics=(f"chat:{conversation_id}",),
             ),
         )
-        return Posted(seq, False, conversation_id)
+        return Posted(seq, False, conversation_id, queued)
     conv = await get(session, conversation_id)
     if conv.state in ("closed", "abandoned"):
         raise Conflict("this chat has ended", code="closed")
@@ -525,19 +527,30 @@ async def messages(
     ]
 
 
-async def visitor_ack(session: AsyncSession, conversation_id: int, seq: object) -> int:
-    """Record how far the visitor has received; late or out-of-order acks keep the highest."""
+async def visitor_ack(session: AsyncSession, conversation_id: int, seq: object) -> tuple[int, int]:
+    """Record how far the visitor has received; late or out-of-order acks keep the highest.
+
+    Returns (acked, last_seq). An ack beyond the last message sent is the caller's to refuse
+    (`seq > last_seq`): what was sent is recorded all the same, because the socket writes
+    the highest of several acks at once and the lower ones were good.
+    """
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise InvalidInput("seq must be a whole number", field="seq")
-    acked = await session.scalar(
-        update(ChatConversation)
-        .where(ChatConversation.id == conversation_id, ChatConversation.last_seq >= seq)
-        .values(visitor_ack_seq=func.greatest(ChatConversation.visitor_ack_seq, seq))
-        .returning(ChatConversation.visitor_ack_seq)
-    )
-    if acked is None:
-        raise InvalidInput(f"seq {seq} has not been sent yet", field="seq")
-    return acked
+    row = (
+        await session.execute(
+            update(ChatConversation)
+            .where(ChatConversation.id == conversation_id)
+            .values(
+                visitor_ack_seq=func.greatest(
+                    ChatConversation.visitor_ack_seq, func.least(seq, ChatConversation.last_seq)
+                )
+            )
+            .returning(ChatConversation.visitor_ack_seq, ChatConversation.last_seq)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"chat {conversation_id} not found")
+    return int(row.visitor_ack_seq), int(row.last_seq)
 
 
 async def mark_read(session: AsyncSession, conversation_id: int, user: User, seq: object) -> int:
@@ -1074,12 +1087,17 @@ async def _announce_state(
             topics=(f"chat:{conv.id}",),
         ),
     )
+    # Staff: the agents concerned and the supervisors. Other agents' panels refresh their
+    # waiting list from GET /api/chats: a frame to every agent for every chat's every step
+    # costs more than it tells them (routing, not the agents, picks who takes a chat).
+    concerned = {conv.agent_id, conv.offered_to, *also} - {None}
     await events.publish(
         session,
         events.Event(
             "chat_state",
             {"conversation": await summary(session, conv.id), "state": conv.state, "by": by},
-            roles=STAFF,
+            users=tuple(sorted(u for u in concerned if u is not None)),
+            roles=("supervisor", "admin"),
         ),
     )
 
@@ -1300,10 +1318,25 @@ async def queue_position(
 
 
 async def visitors_seen(session: AsyncSession, conversation_ids: Sequence[int]) -> None:
-    """This process still holds sockets of these conversations' visitors."""
-    if conversation_ids:
-        await session.execute(
-            update(ChatConversation)
-            .where(ChatConversation.id.in_(list(conversation_ids)))
-            .values(visitor_seen_at=func.now())
+    """This process still holds sockets of these conversations' visitors.
+
+    Only rows not refreshed for a few seconds are written, in id order, skipping rows
+    another transaction holds (the router, a message): a heartbeat must neither rewrite
+    every chat nor wait on, or deadlock with, the work on them.
+    """
+    if not conversation_ids:
+        return
+    stale = (
+        select(ChatConversation.id)
+        .where(
+            ChatConversation.id.in_(sorted(conversation_ids)),
+            ChatConversation.visitor_seen_at < func.now() - timedelta(seconds=5),
         )
+        .order_by(ChatConversation.id)
+        .with_for_update(skip_locked=True)
+    )
+    await session.execute(
+        update(ChatConversation)
+        .where(ChatConversation.id.in_(stale.scalar_subquery()))
+        .values(visitor_seen_at=func.now())
+    )

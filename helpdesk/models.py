@@ -497,6 +497,8 @@ class ChatConversation(Base):
             "offered_to",
             postgresql_where=sql_text("state = 'offered'"),
         ),
+        # The router's tie-break, "whose last chat is oldest": one backward index probe.
+        Index("ix_chat_conversations_agent_accepted", "agent_id", "accepted_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -98,6 +98,9 @@ def upgrade() -> None:
         ["offered_to"],
         postgresql_where=sa.text("state = 'offered'"),
     )
+    op.create_index(
+        "ix_chat_conversations_agent_accepted", "chat_conversations", ["agent_id", "accepted_at"]
+    )
     op.create_table(
         "chat_files",
         sa.Column("id", sa.BigInteger(), nullable=False),

@@ -48,6 +48,8 @@ from helpdesk.web.security import ANY_STAFF, bearer_token, requires
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
 HELLO_TIMEOUT = 15.0
+VISITOR_HEARTBEAT = 10.0  # seconds between refreshes of this process's visitors' rows
+ACK_FLUSH_SECONDS = 1.0
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "X-Chat-Token",
@@ -119,20 +121,67 @@ class ChatRuntime:
             )
 
     async def _loop(self) -> None:
-        ticks = 0
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), 1.0)
             self._kick.clear()
-            ticks += 1
             try:
-                if ticks % 10 == 0 and self.visitors:
+                if loop.time() - last_seen >= VISITOR_HEARTBEAT and self.visitors:
+                    last_seen = loop.time()
                     async with self.db.unit_of_work() as session:
                         await chat.visitors_seen(session, list(self.visitors))
                 await self.route_once()
             except Exception:
                 log.exception("chat router pass failed")
                 await asyncio.sleep(1.0)
+
+
+class VisitorAcks:
+    """A visitor socket's acks, written at most once a second: only the highest counts, so
+    the ones in between need no transaction of their own."""
+
+    def __init__(self, db: Database, conversation_id: int, conn: Connection) -> None:
+        self.db = db
+        self.conversation_id = conversation_id
+        self.conn = conn
+        self.pending: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, seq: object) -> None:
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise InvalidInput("seq must be a whole number", field="seq")
+        self.pending = seq if self.pending is None else max(self.pending, seq)
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(ACK_FLUSH_SECONDS)
+        self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        seq, self.pending = self.pending, None
+        if seq is None:
+            return
+        try:
+            async with self.db.unit_of_work() as session:
+                _acked, last_seq = await chat.visitor_ack(session, self.conversation_id, seq)
+        except DeskError as exc:
+            self.conn.offer(_desk_error(exc, "ack"))
+            return
+        if seq > last_seq:
+            self.conn.offer(_error("invalid", f"seq {seq} has not been sent yet", ref="ack"))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()
 
 
 async def post_message(db: Database, conversation_id: int, **fields: Any) -> chat.Posted:
@@ -356,7 +405,11 @@ async def _serve(
             await ws.send_text(encode({"type": "chat_message", **message}))
         if after is not None:
             await ws.send_text(encode({"type": "synced", "seq": conv.last_seq}))
-        await _run(ws, conn, runtime, conv_id, token)
+        acks = VisitorAcks(runtime.db, conv_id, conn)
+        try:
+            await _run(ws, conn, runtime, conv_id, token, acks)
+        finally:
+            await acks.close()
     finally:
         hub.unregister(conn)
         runtime.visitors[conv_id] -= 1
@@ -368,12 +421,17 @@ async def _serve(
 
 
 async def _run(
-    ws: WebSocket, conn: Connection, runtime: ChatRuntime, conv_id: int, token: str
+    ws: WebSocket,
+    conn: Connection,
+    runtime: ChatRuntime,
+    conv_id: int,
+    token: str,
+    acks: VisitorAcks,
 ) -> None:
     settings = runtime.settings
     await sockets.run_until_first_ends(
         sockets.send_loop(ws, conn, settings.ws_send_timeout_seconds, _resume_on_resync),
-        _receive_loop(ws, conn, runtime, conv_id, token),
+        _receive_loop(ws, conn, runtime, conv_id, token, acks),
         _tick_loop(conn, settings.ws_heartbeat_seconds),
     )
 
@@ -397,7 +455,12 @@ async def _tick_loop(conn: Connection, interval: float) -> None:
 
 
 async def _receive_loop(
-    ws: WebSocket, conn: Connection, runtime: ChatRuntime, conv_id: int, token: str
+    ws: WebSocket,
+    conn: Connection,
+    runtime: ChatRuntime,
+    conv_id: int,
+    token: str,
+    acks: VisitorAcks,
 ) -> None:
     loop = asyncio.get_running_loop()
     refused: list[float] = []  # times of messages refused by the rate limit
@@ -431,7 +494,7 @@ async def _receive_loop(
                 )
                 continue
         try:
-            reply = await _visitor_frame(frame, runtime, conv_id)
+            reply = await _visitor_frame(frame, runtime, conv_id, acks)
         except DeskError as exc:
             conn.offer(_desk_error(exc, str(frame.get("client_id") or kind)))
             continue
@@ -440,7 +503,7 @@ async def _receive_loop(
 
 
 async def _visitor_frame(
-    frame: dict[str, Any], runtime: ChatRuntime, conv_id: int
+    frame: dict[str, Any], runtime: ChatRuntime, conv_id: int, acks: VisitorAcks
 ) -> dict[str, Any] | None:
     kind = frame["type"]
     db = runtime.db
@@ -457,8 +520,8 @@ async def _visitor_frame(
         posted = await post_message(
             db, conv_id, sender="visitor", body=body, client_id=client_id, file_id=file_id
         )
-        if posted.seq and not posted.duplicate:
-            runtime.kick()  # a first message queues the chat
+        if posted.queued:
+            runtime.kick()  # the first message queued the chat: offer it now
         return {
             "type": "ack",
             "client_id": client_id,
@@ -466,8 +529,7 @@ async def _visitor_frame(
             "duplicate": posted.duplicate,
         }
     if kind == "ack":
-        async with db.unit_of_work() as session:
-            await chat.visitor_ack(session, conv_id, frame.get("seq"))
+        acks.add(frame.get("seq"))
         return None
     if kind == "typing":
         async with db.unit_of_work() as session:
