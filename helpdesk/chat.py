@@ -685,6 +685,8 @@ async def transfer(
         conv.offer_expires_at = None
         conv.passed_over = [previous] if previous else []
         conv.queued_at = datetime.now(UTC)
+        # Back to waiting: abandonment counts from now, not from when the chat began.
+        conv.visitor_seen_at = datetime.now(UTC)
         conv.last_position = None
         await session.flush()
         if conv.case_id is not None:
@@ -1320,9 +1322,10 @@ async def queue_position(
 async def visitors_seen(session: AsyncSession, conversation_ids: Sequence[int]) -> None:
     """This process still holds sockets of these conversations' visitors.
 
-    Only rows not refreshed for a few seconds are written, in id order, skipping rows
-    another transaction holds (the router, a message): a heartbeat must neither rewrite
-    every chat nor wait on, or deadlock with, the work on them.
+    Only waiting chats can be abandoned, so only their rows are refreshed, and only those
+    not refreshed for a few seconds, in id order, skipping rows another transaction holds
+    (the router, a message): a heartbeat must neither rewrite every chat in progress (and
+    hold their locks while messages wait) nor deadlock with the work on them.
     """
     if not conversation_ids:
         return
@@ -1330,6 +1333,7 @@ async def visitors_seen(session: AsyncSession, conversation_ids: Sequence[int]) 
         select(ChatConversation.id)
         .where(
             ChatConversation.id.in_(sorted(conversation_ids)),
+            ChatConversation.state.in_(("new", *WAITING)),
             ChatConversation.visitor_seen_at < func.now() - timedelta(seconds=5),
         )
         .order_by(ChatConversation.id)
