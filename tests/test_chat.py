@@ -387,6 +387,21 @@ async def test_the_agent_api_lists_transfers_uploads_and_replies(server, db, mak
             files={"file": ("big.bin", b"0" * (5 * 1024 * 1024 + 1), "application/octet-stream")},
         )
         assert too_big.status_code == 422 and "limit" in too_big.json()["error"]["message"]
+        no_token = await http.post(
+            "/api/chat/uploads", files={"file": ("a.txt", b"hello", "text/plain")}
+        )
+        assert no_token.status_code == 401
+
+        async def chunks():
+            yield b"--x\r\nContent-Disposition: form-data; name=file; filename=a.bin\r\n\r\n"
+            yield b"0" * 1000 + b"\r\n--x--\r\n"
+
+        unsized = await http.post(
+            "/api/chat/uploads",
+            headers={"X-Chat-Token": token, "Content-Type": "multipart/form-data; boundary=x"},
+            content=chunks(),
+        )
+        assert unsized.status_code == 400 and "Content-Length" in unsized.json()["error"]["message"]
         unread = (await http.get("/api/chats", headers=_auth(holder))).json()["active"][0]
         assert unread["unread"] == 1
         # a reply from the case page goes into the chat

@@ -612,7 +612,11 @@ async def upload(request: Request) -> Response:
         settings = request.app.state.settings
         limit = settings.chat_upload_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + 64 * 1024:
+        if not declared.isdigit():
+            # The multipart parser spools a file whole before we could count it: only a body
+            # of known size is read at all (browsers always send one with FormData).
+            raise BadRequest("send the upload with a Content-Length")
+        if int(declared) > limit + 64 * 1024:
             raise InvalidInput(f"the file is larger than {limit} bytes", field="file")
         async with request.app.state.db.unit_of_work() as session:
             conv = await chat.for_token(session, token)
