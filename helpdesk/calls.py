@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Text, any_, bindparam, func, or_, select, update
 from sqlalchemy import text as sql_text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cti.events import CallEvent
@@ -67,17 +67,7 @@ async def resolve_agents(session: AsyncSession, names: tuple[str, ...]) -> list[
     """Users named by a PBX: extension, email, or (Zammad's `user[]`) full name."""
     if not names:
         return []
-    lowered = [n.strip().lower() for n in names if n.strip()]
-    rows = await session.scalars(
-        select(User).where(
-            User.is_active,
-            or_(
-                User.extension.in_([n.strip() for n in names]),
-                func.lower(User.email).in_(lowered),
-                User.name.in_([n.strip() for n in names]),
-            ),
-        )
-    )
+    rows = await session.scalars(select(User).where(User.is_active, _named(names)))
     return list(rows.all())
 
 
@@ -91,16 +81,55 @@ def _customer_number(event: CallEvent, region: str) -> str | None:
         return None
 
 
+# The ring path's statements, built once: building a statement (an upsert's `excluded`
+# columns above all) costs more Python per ring than running it; the compiled form is
+# cached by SQLAlchemy and the prepared one by asyncpg.
+_SEEN = CallEventSeen.__table__
+_SEEN_INSERT = (
+    insert(_SEEN)
+    .values(call_id=bindparam("call_id"), event=bindparam("event"), agents=bindparam("agents"))
+    .on_conflict_do_nothing()
+    .returning(_SEEN.c.call_id)
+)
+_CALLS = Call.__table__
+_CALL_INSERT = insert(_CALLS).values(
+    call_id=bindparam("call_id"),
+    direction=bindparam("direction"),
+    from_number=bindparam("from_number"),
+    to_number=bindparam("to_number"),
+    customer_number=bindparam("customer_number"),
+    state="ringing",
+    queue=bindparam("queue"),
+    started_at=bindparam("started_at"),
+)
+_CALL_UPSERT = _CALL_INSERT.on_conflict_do_update(
+    index_elements=["call_id"],
+    set_={
+        "started_at": func.least(_CALLS.c.started_at, _CALL_INSERT.excluded.started_at),
+        "queue": func.coalesce(_CALLS.c.queue, _CALL_INSERT.excluded.queue),
+    },
+)
+_CALL_UPSERT_ROW = _CALL_UPSERT.returning(*_CALLS.c)
+_CALL_UPSERT_ORM = _CALL_UPSERT.returning(Call)
+_AGENT_IDS = select(User.id).where(
+    User.is_active,
+    or_(
+        User.extension == any_(bindparam("names", type_=ARRAY(Text))),
+        func.lower(User.email) == any_(bindparam("lowered", type_=ARRAY(Text))),
+        User.name == any_(bindparam("names", type_=ARRAY(Text))),
+    ),
+)
+_RING_UPDATE = (
+    update(_CALLS)
+    .where(_CALLS.c.id == bindparam("call_pk"))
+    .values(customer_id=bindparam("customer_id"), ringing_user_ids=bindparam("ringing"))
+)
+
+
 async def _seen_before(session: AsyncSession, event: CallEvent) -> bool:
     key = ",".join(sorted(a.strip().lower() for a in event.agents))[:2000]
-    # Core inserts (on the tables, not the classes): the ORM's bulk path costs more Python
-    # than these one-row statements are worth on the ring path.
-    seen = CallEventSeen.__table__
     inserted = await session.scalar(
-        insert(seen)
-        .values(call_id=event.call_id, event=event.event, agents=key)
-        .on_conflict_do_nothing()
-        .returning(seen.c.call_id)
+        _SEEN_INSERT, {"call_id": event.call_id, "event": event.event, "agents": key}
     )
     return inserted is None
 
@@ -112,26 +141,21 @@ async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -
     # Create the call row or lock the existing one, in one statement: the no-op update on a
     # conflict takes the row lock, so two events of one call never interleave. An earlier
     # start time (events out of order) and a queue heard late are kept on the way.
-    table = Call.__table__
-    upsert = insert(table).values(
-        call_id=event.call_id,
-        direction=event.direction,
-        from_number=event.from_number[:64],
-        to_number=event.to_number[:64],
-        customer_number=_customer_number(event, region),
-        state="ringing",
-        queue=event.queue,
-        started_at=event.at,
-    )
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["call_id"],
-        set_={
-            "started_at": func.least(table.c.started_at, upsert.excluded.started_at),
-            "queue": func.coalesce(table.c.queue, upsert.excluded.queue),
-        },
-    ).returning(Call)
+    values = {
+        "call_id": event.call_id,
+        "direction": event.direction,
+        "from_number": event.from_number[:64],
+        "to_number": event.to_number[:64],
+        "customer_number": _customer_number(event, region),
+        "queue": event.queue,
+        "started_at": event.at,
+    }
+    if event.event == "ring":
+        row = (await session.execute(_CALL_UPSERT_ROW, values)).one()
+        return await _apply_ring(session, Call(**row._mapping), event, region)
     call = await session.scalar(
-        select(Call).from_statement(upsert).execution_options(populate_existing=True)
+        select(Call).from_statement(_CALL_UPSERT_ORM).execution_options(populate_existing=True),
+        values,
     )
     assert call is not None
     agents = await resolve_agents(session, event.agents)
@@ -152,6 +176,55 @@ async def apply_event(session: AsyncSession, event: CallEvent, *, region: str) -
         await _hangup(session, call, event, region)
     await session.flush()
     return Applied(call, duplicate=False)
+
+
+async def _apply_ring(session: AsyncSession, call: Call, event: CallEvent, region: str) -> Applied:
+    """A ring, the hot path of the screen-pop: plain statements on a detached `Call` (the
+    row as the upsert returned it), no unit of work. What it does is `_ring`'s."""
+    names = [n.strip() for n in event.agents if n.strip()]
+    agent_ids: list[int] = []
+    if names:
+        found = await session.scalars(
+            _AGENT_IDS, {"names": names, "lowered": [n.lower() for n in names]}
+        )
+        agent_ids = list(found.all())
+    if event.agents and not agent_ids:
+        log.info("call %s: no active agent matches %s", event.call_id, list(event.agents))
+    changes: dict[str, Any] = {}
+    matches = None
+    if call.customer_number:
+        matches = await customers_for_phone(session, call.customer_number, region)
+        if call.customer_id is None and len(matches) == 1:
+            changes["customer_id"] = matches[0].customer_id
+    ringing = list(call.ringing_user_ids or [])
+    new = [uid for uid in agent_ids if uid not in ringing]
+    if new:
+        changes["ringing_user_ids"] = [*ringing, *new]
+    if changes:
+        for key, value in changes.items():
+            setattr(call, key, value)
+        await session.execute(
+            _RING_UPDATE,
+            {
+                "call_pk": call.id,
+                "customer_id": call.customer_id,
+                "ringing": call.ringing_user_ids,
+            },
+        )
+    if new and call.state == "ringing":
+        card = await screen_pop_card(session, call, region, matches)
+        await events.publish(session, events.Event("screen_pop", card, users=tuple(new)))
+    return Applied(call, duplicate=False)
+
+
+def _named(names: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """Users named by a PBX: extension, email, or (Zammad's `user[]`) full name."""
+    stripped = [n.strip() for n in names if n.strip()]
+    return or_(
+        User.extension.in_(stripped),
+        func.lower(User.email).in_([n.lower() for n in stripped]),
+        User.name.in_(stripped),
+    )
 
 
 async def _ring(

@@ -28,6 +28,7 @@ CHANNEL = "helpdesk_events"
 # PostgreSQL's limit is 8000 bytes including the channel name; leave room for it.
 NOTIFY_LIMIT = 7900
 STAFF_ROLES = ("agent", "supervisor", "admin")
+_NOTIFY = text("SELECT pg_notify(:channel, :body)")
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,7 @@ async def publish(session: AsyncSession, event: Event) -> None:
             insert(HubEvent).values(payload=json.loads(body)).returning(HubEvent.id)
         )
         body = encode({"ref": stored_id})
-    await session.execute(
-        text("SELECT pg_notify(:channel, :body)"), {"channel": CHANNEL, "body": body}
-    )
+    await session.execute(_NOTIFY, {"channel": CHANNEL, "body": body})
 
 
 async def publish_all(session: AsyncSession, events: Iterable[Event]) -> None:
