@@ -599,6 +599,119 @@ class CannedResponse(Base):
     )
 
 
+class BusinessCalendarRecord(Base):
+    """A named business calendar as stored; `sla.calendar_of(row)` gives the arithmetic.
+
+    The columns are `BusinessCalendar.as_dict()` spread out, so a row round-trips exactly.
+    """
+
+    __tablename__ = "business_calendars"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    weekly: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    holiday_region: Mapped[str | None] = mapped_column(String(16))
+    closed_dates: Mapped[list[str]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    special_hours: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=sql_text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SlaPolicy(Base):
+    """Targets in business minutes for the cases its `conditions` match; the first active
+    policy by `position` wins. A null target means no clock of that kind."""
+
+    __tablename__ = "sla_policies"
+    __table_args__ = (
+        CheckConstraint("warning_percent BETWEEN 1 AND 100", name="ck_sla_policies_warning"),
+        CheckConstraint(
+            "first_response_minutes > 0 AND next_response_minutes > 0 AND resolution_minutes > 0",
+            name="ck_sla_policies_targets",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    position: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
+    # {"priority": [...], "channel": [...], "tier": [...], "team_id": [...]}, each optional;
+    # checked by sla.validate_conditions, matched by sla.choose_policy.
+    conditions: Mapped[dict[str, list[Any]]] = mapped_column(
+        JSONB, server_default=sql_text("'{}'::jsonb")
+    )
+    first_response_minutes: Mapped[int | None] = mapped_column(Integer)
+    next_response_minutes: Mapped[int | None] = mapped_column(Integer)
+    resolution_minutes: Mapped[int | None] = mapped_column(Integer)
+    warning_percent: Mapped[int] = mapped_column(Integer, server_default="80")
+    # Clocks keep counting on their policy's calendar: deactivate a policy, do not delete it.
+    calendar_id: Mapped[int] = mapped_column(
+        ForeignKey("business_calendars.id", ondelete="RESTRICT")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    calendar: Mapped[BusinessCalendarRecord] = relationship(lazy="raise")
+
+    def target_minutes(self, kind: str) -> int | None:
+        return {
+            "first_response": self.first_response_minutes,
+            "next_response": self.next_response_minutes,
+            "resolution": self.resolution_minutes,
+        }[kind]
+
+
+SLA_CLOCK_KINDS = ("first_response", "next_response", "resolution")
+SLA_CLOCK_STATES = ("active", "paused", "met", "breached")
+
+
+class SlaClock(Base):
+    """One SLA target of one case, with its stored deadline.
+
+    Amounts are business minutes on the policy's calendar. `paused_minutes` is the business
+    time the clock stood still (pending, or solved for resolution), so the time counted
+    against the target is `between(started_at, now) - paused_minutes`. While paused,
+    `deadline_at` and `warning_at` are null and `remaining_minutes` holds what was left.
+    """
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", SLA_CLOCK_KINDS), name="ck_sla_clocks_kind"),
+        CheckConstraint(_one_of("state", SLA_CLOCK_STATES), name="ck_sla_clocks_state"),
+        UniqueConstraint("case_id", "kind", name="uq_sla_clocks_case_kind"),
+        # The worker's two probes: running clocks by deadline, unwarned ones by warning time.
+        Index(
+            "ix_sla_clocks_due_deadline",
+            "deadline_at",
+            postgresql_where=sql_text("state = 'active'"),
+        ),
+        Index(
+            "ix_sla_clocks_due_warning",
+            "warning_at",
+            postgresql_where=sql_text("state = 'active' AND warned_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    policy_id: Mapped[int] = mapped_column(
+        ForeignKey("sla_policies.id", ondelete="RESTRICT"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), server_default="active")
+    target_minutes: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    warning_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_minutes: Mapped[float] = mapped_column(server_default="0")
+    remaining_minutes: Mapped[float | None] = mapped_column()
+    met_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    breach_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 __all__ = [
     "CALL_STATES",
     "CASE_STATUSES",
@@ -613,12 +726,15 @@ __all__ = [
     "PRESENCE_STATUSES",
     "PRIORITIES",
     "ROLES",
+    "SLA_CLOCK_KINDS",
+    "SLA_CLOCK_STATES",
     "TIERS",
     "AgentPresence",
     "AgentSocket",
     "Attachment",
     "AuditRecord",
     "Base",
+    "BusinessCalendarRecord",
     "Call",
     "CallEventSeen",
     "CannedResponse",
@@ -635,6 +751,8 @@ __all__ = [
     "MailboxCursor",
     "OutboxMail",
     "RevokedToken",
+    "SlaClock",
+    "SlaPolicy",
     "Team",
     "User",
 ]
