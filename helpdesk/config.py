@@ -70,6 +70,7 @@ class Settings:
     chat_upload_bytes: int = 5 * 1024 * 1024
     chat_abandon_seconds: float = 120.0
     chat_router: bool = True
+    sla_worker: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -100,6 +101,8 @@ class Settings:
             chat_hours=env.get("HELPDESK_CHAT_HOURS", "").strip(),
             chat_upload_bytes=int(_number(env, "HELPDESK_CHAT_UPLOAD_BYTES", 5 * 1024 * 1024)),
             chat_abandon_seconds=_number(env, "HELPDESK_CHAT_ABANDON_SECONDS", 120.0),
+            sla_worker=env.get("HELPDESK_SLA_WORKER", "1").lower()
+            not in ("0", "false", "no", "off"),
             chat_router=env.get("HELPDESK_CHAT_ROUTER", "1").lower()
             not in ("0", "false", "no", "off"),
         )

@@ -212,6 +212,13 @@
         case "screen_pop": showPop(ev.call.id); cue(); break;
         case "call_update": onCallUpdate(ev); break;
         case "resync": refreshAll(); break;
+        case "sla_warning":
+        case "sla_breach":
+          // An SLA clock of a case of mine (or my team's) is about to break, or broke.
+          toast(message(ev.type, ev), "/cases/" + ev.case_id);
+          cue();
+          if (watch.indexOf("case:" + ev.case_id) !== -1) { refresh("case-changed"); }
+          break;
         default:
           body.dispatchEvent(new CustomEvent("desk:" + ev.type, { detail: ev }));
       }

@@ -136,6 +136,7 @@ def settings(database_url: str, data_dir: Path) -> Settings:
         # The in-process app's loop stands still between tests: a router pass paused inside
         # its transaction would hold the router lock from the servers other tests start.
         chat_router=False,
+        sla_worker=False,
     )
 
 

@@ -25,6 +25,7 @@ from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
+from helpdesk.sla_worker import SlaWorker
 from helpdesk.web import api, chat, cti, demo, health, kb, mail, pages, sessions, sockets
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
@@ -143,11 +144,18 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
             ).run(outbox_stop),
             name="outbox-worker",
         )
+        sla_task = None
+        if settings.sla_worker:
+            sla_task = asyncio.create_task(
+                SlaWorker(app.state.db).run(outbox_stop), name="sla-worker"
+            )
         try:
             yield
         finally:
             outbox_stop.set()
             await outbox
+            if sla_task is not None:
+                await sla_task
             await app.state.chat.stop()
             await app.state.presence_sweeper.stop()
             await app.state.hub.stop()

@@ -36,7 +36,7 @@ from helpdesk.web.security import ANY_STAFF, SESSION_COOKIE, requires
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
-TOPIC_PREFIXES = ("case:", "customer:", "queue", "presence", "chat:", "chats")
+TOPIC_PREFIXES = ("case:", "customer:", "queue", "presence", "chat:", "chats", "sla")
 
 
 def _same_origin(ws: WebSocket) -> bool:
