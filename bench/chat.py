@@ -79,7 +79,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -287,21 +286,11 @@ class ChatClient:
     async def agent_socket(
         self, a: AgentSock, url: str, token: str, sem: asyncio.Semaphore, ready: asyncio.Future
     ) -> None:
-        from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
 
         try:
             async with sem:
-                ws = await connect(
-                    f"{url}?token={token}",
-                    compression="deflate" if self.deflate else None,
-                    ping_interval=None,
-                    open_timeout=60,
-                    max_size=None,
-                )
-                hello = json.loads(await asyncio.wait_for(ws.recv(), 60))
-                if hello.get("type") != "hello":
-                    raise RuntimeError(f"first frame was {hello!r:.200}")
+                ws, hello = await fanout.open_agent_socket(url, token, deflate=self.deflate)
             a.ws, a.user_id = ws, hello["user"]["id"]
         except Exception as exc:
             self._fail(exc)
@@ -1265,15 +1254,7 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    work_dir = Path(tempfile.mkdtemp(prefix="helpdesk-chat-bench-"))
-    try:
-        url, cleanup, postmaster = await fanout.make_database(work_dir)
-        try:
-            await run(args, url, work_dir, postmaster)
-        finally:
-            await cleanup()
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    await fanout.with_database("helpdesk-chat-bench-", run, args)
 
 
 def main() -> None:

@@ -111,6 +111,24 @@ def raise_nofile(needed: int) -> tuple[int, int]:
 # -- the client process: holds the sockets, timestamps what arrives --------------------------
 
 
+async def open_agent_socket(url: str, token: str, *, deflate: bool) -> tuple[Any, dict[str, Any]]:
+    """An agent's /ws/agent socket as a browser opens it (permessage-deflate offered when
+    `deflate`, no client-side pings), and its `hello` frame."""
+    from websockets.asyncio.client import connect
+
+    ws = await connect(
+        f"{url}?token={token}",
+        compression="deflate" if deflate else None,
+        ping_interval=None,
+        open_timeout=60,
+        max_size=None,
+    )
+    hello = json.loads(await asyncio.wait_for(ws.recv(), 60))
+    if hello.get("type") != "hello":
+        raise RuntimeError(f"first frame was {hello!r:.200}")
+    return ws, hello
+
+
 class Client:
     """One process holding many agent sockets; driven over a pipe by the benchmark."""
 
@@ -182,22 +200,11 @@ class Client:
         await self.all_tried.wait()
 
     async def run_socket(self, url: str, token: str, sem: asyncio.Semaphore) -> None:
-        from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
 
         try:
             async with sem:
-                ws = await connect(
-                    f"{url}?token={token}",
-                    # like a browser: permessage-deflate offered, no client-side pings
-                    compression="deflate" if self.deflate else None,
-                    ping_interval=None,
-                    open_timeout=60,
-                    max_size=None,
-                )
-                hello = json.loads(await asyncio.wait_for(ws.recv(), 60))
-                if hello.get("type") != "hello":
-                    raise RuntimeError(f"first frame was {hello!r:.200}")
+                ws, hello = await open_agent_socket(url, token, deflate=self.deflate)
             self.sockets.append(ws)
             self.opened += 1
         except Exception as exc:
@@ -915,8 +922,10 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
     )
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    work_dir = Path(tempfile.mkdtemp(prefix="helpdesk-fanout-"))
+async def with_database(prefix: str, run: Any, args: argparse.Namespace) -> None:
+    """`run(args, url, work_dir, postmaster)` on a throwaway database in a temp dir, both
+    removed afterwards (the benches that start `helpdesk serve` processes share this)."""
+    work_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         url, cleanup, postmaster = await make_database(work_dir)
         try:
@@ -925,6 +934,10 @@ async def main_async(args: argparse.Namespace) -> None:
             await cleanup()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    await with_database("helpdesk-fanout-", run, args)
 
 
 def main() -> None:

@@ -43,10 +43,8 @@ import os
 import platform
 import random
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -752,15 +750,7 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    work_dir = Path(tempfile.mkdtemp(prefix="helpdesk-screenpop-"))
-    try:
-        url, cleanup, postmaster = await fanout.make_database(work_dir)
-        try:
-            await run(args, url, work_dir, postmaster)
-        finally:
-            await cleanup()
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    await fanout.with_database("helpdesk-screenpop-", run, args)
 
 
 def main() -> None:
