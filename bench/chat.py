@@ -73,9 +73,7 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -1211,21 +1209,11 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
     ]
     load_after = os.getloadavg()
 
-    print()
-    print("=" * 100)
-    print("helpdesk benchmark: live chat delivery (visitor /ws/chat <-> agent /ws/agent)")
-    print(f"command:  {shlex.join(sys.orig_argv)}")
-    print(
-        f"machine:  {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
-        f"{platform.machine()}, {platform.system()} {platform.release()}; load average "
-        f"{load_before[0]:.2f}/{load_before[1]:.2f} (1/5 min) before, "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f} after"
-    )
-    external = bool(os.environ.get("HELPDESK_BENCH_DATABASE_URL"))
-    print(
-        f"python:   {platform.python_version()}; PostgreSQL {facts['version']} "
-        f"({'external: HELPDESK_BENCH_DATABASE_URL' if external else 'embedded, Unix socket'}, "
-        f"fsync {facts['fsync']}, synchronous_commit {facts['synchronous_commit']})"
+    fanout.print_header(
+        "helpdesk benchmark: live chat delivery (visitor /ws/chat <-> agent /ws/agent)",
+        load_before,
+        load_after,
+        facts,
     )
     rates = ", ".join(f"{r:g}" for r in args.rate)
     per_conv = ", ".join(f"{r / 2 / args.visitors * 10:.2f}" for r in args.rate)

@@ -886,21 +886,11 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
     ]
     load_after = os.getloadavg()
 
-    print()
-    print("=" * 100)
-    print("helpdesk benchmark: realtime hub fan-out (commit -> receipt over /ws/agent)")
-    print(f"command:  {shlex.join(sys.orig_argv)}")
-    print(
-        f"machine:  {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
-        f"{platform.machine()}, {platform.system()} {platform.release()}; load average "
-        f"{load_before[0]:.2f}/{load_before[1]:.2f} (1/5 min) before, "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f} after"
-    )
-    external = bool(os.environ.get("HELPDESK_BENCH_DATABASE_URL"))
-    print(
-        f"python:   {platform.python_version()}; PostgreSQL {facts['version']} "
-        f"({'external: HELPDESK_BENCH_DATABASE_URL' if external else 'embedded, Unix socket'}, "
-        f"fsync {facts['fsync']}, synchronous_commit {facts['synchronous_commit']})"
+    print_header(
+        "helpdesk benchmark: realtime hub fan-out (commit -> receipt over /ws/agent)",
+        load_before,
+        load_after,
+        facts,
     )
     print(
         f"load:     {args.agents} agents, one socket each "
@@ -919,6 +909,28 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
         "each `helpdesk serve`; idle = just started, warm = after one socket's whole life, "
         "half/open = half/all of the sockets open, after = after the load, peak = VmHWM; "
         "KB/socket = (open - warm) / sockets; marginal = (open - half) / second-half sockets."
+    )
+
+
+def print_header(
+    title: str, load_before: Any, load_after: Any, facts: dict[str, Any], *, when: str = "before"
+) -> None:
+    """The opening lines of a bench's report: what ran, on what machine, on which database."""
+    print()
+    print("=" * 100)
+    print(title)
+    print(f"command:  {shlex.join(sys.orig_argv)}")
+    print(
+        f"machine:  {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+        f"{platform.machine()}, {platform.system()} {platform.release()}; load average "
+        f"{load_before[0]:.2f}/{load_before[1]:.2f} (1/5 min) {when}, "
+        f"{load_after[0]:.2f}/{load_after[1]:.2f} after"
+    )
+    external = bool(os.environ.get("HELPDESK_BENCH_DATABASE_URL"))
+    print(
+        f"python:   {platform.python_version()}; PostgreSQL {facts['version']} "
+        f"({'external: HELPDESK_BENCH_DATABASE_URL' if external else 'embedded, Unix socket'}, "
+        f"fsync {facts['fsync']}, synchronous_commit {facts['synchronous_commit']})"
     )
 
 

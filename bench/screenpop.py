@@ -40,9 +40,7 @@ import itertools
 import json
 import multiprocessing
 import os
-import platform
 import random
-import shlex
 import subprocess
 import sys
 import time
@@ -705,23 +703,12 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
         await db.dispose()
         fanout.stop_server(server)
 
-    print()
-    print("=" * 100)
-    print(
-        "helpdesk benchmark: CTI screen-pop (ring event -> screen_pop frame on the agent's socket)"
-    )
-    print(f"command:  {shlex.join(sys.orig_argv)}")
-    print(
-        f"machine:  {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
-        f"{platform.machine()}, {platform.system()} {platform.release()}; load average "
-        f"{load_before[0]:.2f}/{load_before[1]:.2f} (1/5 min) before measuring, "
-        f"{load_after[0]:.2f}/{load_after[1]:.2f} after"
-    )
-    external = bool(os.environ.get("HELPDESK_BENCH_DATABASE_URL"))
-    print(
-        f"python:   {platform.python_version()}; PostgreSQL {facts['version']} "
-        f"({'external: HELPDESK_BENCH_DATABASE_URL' if external else 'embedded, Unix socket'}, "
-        f"fsync {facts['fsync']}, synchronous_commit {facts['synchronous_commit']})"
+    fanout.print_header(
+        "helpdesk benchmark: CTI screen-pop (ring event -> screen_pop frame on the agent's socket)",
+        load_before,
+        load_after,
+        facts,
+        when="before measuring",
     )
     print(
         f"data:     {args.customers:,} customers, {n_identities:,} identities; {len(agents)} "
