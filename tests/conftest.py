@@ -7,6 +7,7 @@ and dropped at the end, so no existing data is touched.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -219,8 +220,7 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{process_output(proc)}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
@@ -239,20 +239,28 @@ def helpdesk_process(
     database_url: str, data_dir: Path, *args: str, **env: str
 ) -> Iterator[subprocess.Popen[str]]:
     """`helpdesk ARGS` in its own process on `database_url`, stopped (SIGTERM, then
-    SIGKILL) on the way out."""
-    proc = subprocess.Popen(
-        [helpdesk_bin(), *args],
-        env={
-            **os.environ,
-            "HELPDESK_DATABASE_URL": database_url,
-            "HELPDESK_DATA_DIR": str(data_dir),
-            "HELPDESK_SECRET_KEY": "live-server-secret-key-long-enough-for-hs256",
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    SIGKILL) on the way out.
+
+    Its output goes to a file, never to a pipe: nobody reads a pipe while the tests run, and
+    a server whose 64 KiB pipe buffer fills blocks in its next log write, event loop and all.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"helpdesk-{args[0] if args else 'process'}-{next(_log_numbers)}.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [helpdesk_bin(), *args],
+            env={
+                **os.environ,
+                "HELPDESK_DATABASE_URL": database_url,
+                "HELPDESK_DATA_DIR": str(data_dir),
+                "HELPDESK_SECRET_KEY": "live-server-secret-key-long-enough-for-hs256",
+                **env,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    _process_logs[proc.pid] = log_path
     try:
         yield proc
     finally:
@@ -261,6 +269,19 @@ def helpdesk_process(
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _process_logs.pop(proc.pid, None)
+
+
+_process_logs: dict[int, Path] = {}
+_log_numbers = itertools.count(1)
+
+
+def process_output(proc: subprocess.Popen[str], limit: int = 20_000) -> str:
+    """The last `limit` characters a process started by `helpdesk_process` printed."""
+    path = _process_logs.get(proc.pid)
+    if path is None or not path.exists():
+        return ""
+    return path.read_text(encoding="utf-8", errors="replace")[-limit:]
 
 
 @contextmanager

@@ -499,6 +499,9 @@ def test_a_ringing_call_pops_the_callers_card_and_becomes_the_active_call_panel(
     pop.locator("input[name=new_case_subject]").fill("電話での住所変更")
     pop.locator("form:has(input[name=new_case_subject]) button").click()
     expect(pop.locator(".pop-active a[href^='/cases/']")).to_be_visible()
+    # htmx binds the swapped-in card's triggers when it settles (a timer after the swap): a
+    # browser as quick as Playwright could otherwise type into a textarea not yet listened to.
+    expect(page.locator(".htmx-settling")).to_have_count(0)
     with page.expect_response(
         lambda r: r.url.endswith(f"/calls/{ring['call']['id']}/notes")
     ) as saved:

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from helpdesk.models import Case, Interaction, MailboxCursor, OutboxMail
-from tests.conftest import free_port, helpdesk_process, serve_process
+from tests.conftest import free_port, helpdesk_process, process_output, serve_process
 from tests.imap_server import DovecotServer, is_installed
 from tests.mailcorpus import load
 
@@ -24,7 +24,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}: {proc.stdout.read()}")
+            raise RuntimeError(f"exited with {proc.returncode}: {process_output(proc)}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
