@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cti.events import CallEvent
-from helpdesk import cases, customers, events, presence
+from helpdesk import cases, customers, events, presence, sla
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import (
     WITHHELD,
@@ -271,6 +271,8 @@ async def _answer(session: AsyncSession, call: Call, agents: list[User], at: dat
         call.state = "answered"
         if agent is not None:
             await presence.set_on_call(session, agent.id, True)
+    if call.case_id is not None and agent is not None:  # a person answered: SLA response met
+        await sla.on_agent_public_reply(session, call.case_id, at)
     await _publish_update(session, call)
 
 
@@ -440,7 +442,22 @@ _CARD_SQL = sql_text(
       'open_cases', COALESCE((
         SELECT json_agg(json_build_object(
                  'id', o.id, 'number', o.number, 'subject', o.subject, 'status', o.status,
-                 'priority', o.priority, 'sla', NULL) ORDER BY o.updated_at DESC)
+                 'priority', o.priority, 'sla', (
+                   -- the case's most pressing SLA clock: breached and unanswered first,
+                   -- then the earliest running deadline
+                   SELECT json_build_object(
+                     'clock', k.kind,
+                     'state', CASE WHEN k.state IN ('breached', 'paused') THEN k.state
+                                   WHEN k.warning_at <= now() THEN 'at_risk'
+                                   ELSE 'active' END,
+                     'deadline_at', to_char(k.deadline_at AT TIME ZONE 'UTC',
+                                            'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))
+                   FROM sla_clocks k
+                   WHERE k.case_id = o.id
+                     AND (k.state IN ('active', 'paused')
+                          OR (k.state = 'breached' AND k.met_at IS NULL))
+                   ORDER BY k.state = 'breached' DESC, k.deadline_at NULLS LAST
+                   LIMIT 1)) ORDER BY o.updated_at DESC)
         FROM (SELECT * FROM cases
               WHERE customer_id = c.id AND status = ANY(:open_statuses)
               ORDER BY updated_at DESC LIMIT 10) o), '[]'::json),
@@ -463,7 +480,8 @@ _CARD_SQL = sql_text(
 async def customer_card(session: AsyncSession, customer_id: int) -> dict[str, Any]:
     """The screen-pop card: who they are, how to reach them, what is open, what happened.
 
-    Open cases carry `sla: null` until the SLA engine fills it in.
+    Each open case carries its most pressing SLA clock as `sla` (`clock`, `state` one of
+    active|at_risk|paused|breached, `deadline_at`), or null when no policy applies.
     """
     card = await session.scalar(
         _CARD_SQL,
@@ -556,6 +574,10 @@ async def attach(
             author_user_id=user_id,
         )
         call.case_id = case.id
+    if call.case_id is not None and call.answered_at is not None and call.agent_id is not None:
+        # The agent spoke with the customer on this call: a public reply for the SLA, dated
+        # now (the case may be younger than the answer).
+        await sla.on_agent_public_reply(session, call.case_id, datetime.now(UTC))
     await _log_interaction(session, call)
     await session.flush()
     await _publish_update(session, call)

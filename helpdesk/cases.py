@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from helpdesk import events
+from helpdesk import events, sla
 from helpdesk.errors import Conflict, Forbidden, InvalidInput, NotFound
 from helpdesk.identities import fold_text
 from helpdesk.interactions import add_interaction
@@ -108,6 +108,7 @@ async def create_case(
     )
     session.add(case)
     await session.flush()
+    await sla.start_clocks(session, case, datetime.now(UTC))
     if data.body:
         kind = INTERACTION_KIND_FOR_CHANNEL.get(data.channel, "note")
         await add_interaction(
@@ -194,6 +195,7 @@ async def update_case(
     notes: list[str] = []
     now = datetime.now(UTC)
     previous_assignee_id = case.assignee_id
+    previous_status, previous_policy_facts = case.status, (case.priority, case.team_id)
 
     if "status" in changes and changes["status"] != case.status:
         status = changes["status"]
@@ -247,6 +249,11 @@ async def update_case(
             meta={"changes": {k: v for k, v in changes.items()}},
         )
     await session.flush()
+    # SLA: a status change pauses, resumes or meets clocks; a new priority or team may pick
+    # another policy. Both see the case as it is now.
+    await sla.on_status_change(session, case.id, previous_status, case.status, now)
+    if (case.priority, case.team_id) != previous_policy_facts:
+        await sla.recompute(session, case, now)
     if notes:
         await announce(
             session,

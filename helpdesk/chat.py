@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from helpdesk import cases, events, presence
+from helpdesk import cases, events, presence, sla
 from helpdesk.config import Settings
 from helpdesk.customers import CustomerInput, IdentityInput, add_identity, create_customer
 from helpdesk.errors import Conflict, DeskError, Forbidden, InvalidInput, NotFound
@@ -397,6 +397,11 @@ async def post(
             queued = True
     if row is not None:
         seq, created_at, name, agent_id, case_id = row
+        if case_id is not None:  # SLA: an agent's message answers, a visitor's asks
+            if sender == "agent":
+                await sla.on_agent_public_reply(session, case_id, created_at)
+            elif sender == "visitor":
+                await sla.on_customer_message(session, case_id, created_at)
         frame = message_frame(
             conversation_id,
             seq=seq,

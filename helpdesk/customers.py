@@ -11,7 +11,7 @@ from sqlalchemy import and_, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from helpdesk import audit
+from helpdesk import audit, sla
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import (
     fold_text,
@@ -176,10 +176,19 @@ async def update_customer(
         raise InvalidInput(f"unknown field: {sorted(unknown)[0]}", field=sorted(unknown)[0])
     _check_fields(changes)
     customer = await get_customer(session, customer_id)
+    previous_tier = customer.tier
     for key, value in changes.items():
         setattr(customer, key, value.strip() if isinstance(value, str) else value)
     customer.search_text = search_text_for(customer)
     await session.flush()
+    if customer.tier != previous_tier:
+        # Tier is a policy condition: the customer's open cases may fall under another one.
+        now = datetime.now(UTC)
+        open_cases = await session.scalars(
+            select(Case).where(Case.customer_id == customer.id, Case.status.in_(OPEN_STATUSES))
+        )
+        for case in open_cases.all():
+            await sla.recompute(session, case, now)
     return customer
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -393,7 +393,54 @@ def _ordered(clocks: Iterable[SlaClock]) -> list[SlaClock]:
     return sorted(clocks, key=lambda c: c.id or 0)
 
 
+async def case_clocks(session: AsyncSession, case_id: int) -> list[SlaClock]:
+    """A case's clocks in a fixed order (first response, next response, resolution)."""
+    rows = await session.scalars(select(SlaClock).where(SlaClock.case_id == case_id))
+    order = {kind: n for n, kind in enumerate(("first_response", "next_response", "resolution"))}
+    return sorted(rows.all(), key=lambda c: order.get(c.kind, 9))
+
+
+def clock_json(clock: SlaClock, now: datetime) -> dict[str, object]:
+    """A clock for the API and the pages. `at_risk` is derived: running past its warning
+    time (the stored state says only active)."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "kind": clock.kind,
+        "state": clock.state,
+        "at_risk": clock.state == "active"
+        and clock.warning_at is not None
+        and clock.warning_at <= now,
+        "policy_id": clock.policy_id,
+        "target_minutes": clock.target_minutes,
+        "started_at": iso(clock.started_at),
+        "deadline_at": iso(clock.deadline_at),
+        "warning_at": iso(clock.warning_at),
+        "remaining_minutes": clock.remaining_minutes,
+        "paused_minutes": round(clock.paused_minutes, 2),
+        "met_at": iso(clock.met_at),
+        "breached_at": iso(clock.breached_at),
+    }
+
+
 # -- clocks: what happens to a case ----------------------------------------------------------
+
+# Probes for the per-message fast paths (built once: they run on every chat message).
+_ANSWERABLE = (
+    select(literal_column("1"))
+    .select_from(SlaClock)
+    .where(
+        SlaClock.case_id == bindparam("case_id"),
+        SlaClock.kind.in_(("first_response", "next_response")),
+        # running, or breached and still unanswered (the answer's time is recorded)
+        SlaClock.met_at.is_(None),
+        SlaClock.state.in_((*RUNNING, "breached")),
+    )
+    .limit(1)
+)
+_STATES = select(SlaClock.kind, SlaClock.state).where(SlaClock.case_id == bindparam("case_id"))
 
 
 async def start_clocks(session: AsyncSession, case: Case, now: datetime) -> list[SlaClock]:
@@ -428,6 +475,8 @@ async def on_agent_public_reply(
     replies never do. A first response already breached keeps its state but records when
     it was finally answered.
     """
+    if await session.scalar(_ANSWERABLE, {"case_id": case_id}) is None:
+        return []  # the usual case mid-conversation: nothing waits for an answer
     clocks = await _clocks_of(session, case_id)
     changed = []
     for kind in ("first_response", "next_response"):
@@ -445,6 +494,10 @@ async def on_customer_message(session: AsyncSession, case_id: int, now: datetime
     Nothing happens on a solved or closed case: reopening it is a status change, which the
     caller records first (`on_status_change`); a closed case gets a follow-up instead.
     """
+    states = dict((await session.execute(_STATES, {"case_id": case_id})).all())
+    awaited = any(states.get(kind) in RUNNING for kind in ("first_response", "next_response"))
+    if awaited and "paused" not in states.values():
+        return []  # the usual case mid-conversation: an answer is already awaited
     case, tier = await _case_and_tier(session, case_id)
     if case.status in DONE_STATUSES:
         return []

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk import cases as cases_service
+from helpdesk import sla
 from helpdesk.config import Settings
 from helpdesk.customers import CustomerInput, IdentityInput, create_customer
 from helpdesk.errors import InvalidInput
@@ -375,8 +376,10 @@ async def _wake_case(session: AsyncSession, case: Case, *, reopened: bool) -> No
     """A customer's reply makes the case theirs to answer again: solved reopens, pending
     (waiting for the customer) becomes open."""
     change = "email"
+    now = datetime.now(UTC)
     if reopened or case.status == "pending":
         note = f"status {case.status} → open (customer replied by email)"
+        await sla.on_status_change(session, case.id, case.status, "open", now)
         case.status = "open"
         case.solved_at = None
         change = "reopened" if reopened else "updated"
@@ -389,8 +392,9 @@ async def _wake_case(session: AsyncSession, case: Case, *, reopened: bool) -> No
             text=note,
             meta={"changes": {"status": "open"}, "reason": "email"},
         )
-    case.updated_at = datetime.now(UTC)
+    case.updated_at = now
     await session.flush()
+    await sla.on_customer_message(session, case.id, now)
     await cases_service.announce(session, case, change, actor_user_id=None)
 
 

@@ -34,7 +34,7 @@ import aiosmtplib
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from helpdesk import cases
+from helpdesk import cases, sla
 from helpdesk.config import Settings
 from helpdesk.db import Database
 from helpdesk.errors import Conflict, InvalidInput, NotFound
@@ -472,6 +472,8 @@ async def reply_to_case(
     await enqueue(session, message=message, interaction_id=interaction.id, case_id=case.id)
     case.updated_at = datetime.now(UTC)
     await session.flush()
+    if author_id is not None:  # a person answered (not an automatic mail): SLA response met
+        await sla.on_agent_public_reply(session, case.id, case.updated_at)
     await cases.announce(session, case, "email_reply", actor_user_id=author_id)
     return interaction
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from helpdesk import cases, customers, identities, interactions
+from helpdesk import cases, customers, identities, interactions, sla
 from helpdesk.errors import BadRequest, InvalidInput, NotFound
 from helpdesk.models import CASE_STATUSES
 from helpdesk.pagination import parse_limit
@@ -242,8 +243,8 @@ async def get_case(request: Request) -> JSONResponse:
         body["customer"] = customer_json(case.customer, list(case.customer.identities))
         body["timeline"] = [interaction_json(i) for i in page.items]
         body["timeline_next_cursor"] = page.next_cursor
-        # The SLA engine fills these in; until it lands a case has no running clocks.
-        body["sla"] = []
+        now = datetime.now(UTC)
+        body["sla"] = [sla.clock_json(c, now) for c in await sla.case_clocks(session, case_id)]
     return JSONResponse(body)
 
 

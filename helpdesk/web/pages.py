@@ -3,11 +3,13 @@ by the same endpoint for a full page or, with the HX-Request header, as a fragme
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from helpdesk import calls, cases, customers, interactions, presence
+from helpdesk import calls, cases, customers, interactions, presence, sla
 from helpdesk.errors import Conflict, DeskError, InvalidInput
 from helpdesk.mail import outbound
 from helpdesk.models import CASE_STATUSES, CHANNELS, PRIORITIES, TIERS, Case, Team, User
@@ -187,8 +189,11 @@ async def case_context(request: Request, case_id: int, **extra: object) -> dict[
         ).all()
         teams = (await session.scalars(select(Team).order_by(Team.name))).all()
         draft = await outbound.reply_draft(session, request.app.state.settings, case)
+        now = datetime.now(UTC)
+        clocks = [sla.clock_json(c, now) for c in await sla.case_clocks(session, case_id)]
     return {
         "case": case,
+        "sla_clocks": clocks,
         "draft": draft,
         "timeline": timeline,
         "agents": agents,
