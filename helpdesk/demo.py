@@ -23,10 +23,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import knowledge_base
-from helpdesk import auth, cases, customers
+from helpdesk import auth, cases, customers, sla
+from helpdesk.business_time import BusinessCalendar, parse_weekly
 from helpdesk.db import Database
 from helpdesk.interactions import add_interaction
-from helpdesk.models import CannedResponse, ContactIdentity, Team, User
+from helpdesk.models import (
+    BusinessCalendarRecord,
+    CannedResponse,
+    ContactIdentity,
+    SlaPolicy,
+    Team,
+    User,
+)
 from knowledge_base import categories, importer
 from knowledge_base.models import KbCategory
 
@@ -260,6 +268,8 @@ async def seed(
         session.add(CannedResponse(shortcut=shortcut, title=title, language=lang, body=body))
     await session.flush()
 
+    await _seed_sla(session)
+
     for i in range(N_CUSTOMERS):
         spec = _customer_spec(i, rng)
         key = f"demo-customer-{i}"
@@ -297,6 +307,45 @@ async def seed(
             report.created_cases += 1
             await _demo_case(session, rng, customer.id, spec, c, i, agents, teams, now)
     return report
+
+
+# A Tokyo office's hours and three policies, first match wins: the demo's cases get clocks,
+# and the board has timers to show.
+DEMO_CALENDAR = ("Tokyo office / 東京オフィス", "mon-fri 09:00-12:00 13:00-18:00")
+DEMO_POLICIES = (
+    # name, conditions, first response, next response, resolution (business minutes)
+    ("Urgent and high / 緊急・高", {"priority": ["urgent", "high"]}, 30, 60, 480),
+    ("Gold and platinum / ゴールド・プラチナ", {"tier": ["gold", "platinum"]}, 60, 120, 960),
+    ("Standard / 標準", {}, 240, 480, 2400),
+)
+
+
+async def _seed_sla(session: AsyncSession) -> None:
+    name, hours = DEMO_CALENDAR
+    calendar = await session.scalar(
+        select(BusinessCalendarRecord).where(BusinessCalendarRecord.name == name)
+    )
+    if calendar is None:
+        calendar = await sla.create_calendar(
+            session,
+            name,
+            BusinessCalendar(
+                timezone="Asia/Tokyo", weekly=parse_weekly(hours), holiday_region="JP"
+            ),
+        )
+    for position, (title, conditions, first, following, resolution) in enumerate(DEMO_POLICIES):
+        if await session.scalar(select(SlaPolicy.id).where(SlaPolicy.name == title)):
+            continue
+        await sla.create_policy(
+            session,
+            name=title,
+            calendar_id=calendar.id,
+            conditions=conditions,
+            first_response_minutes=first,
+            next_response_minutes=following,
+            resolution_minutes=resolution,
+            position=(position + 1) * 10,
+        )
 
 
 async def _demo_case(
