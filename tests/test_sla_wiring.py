@@ -386,3 +386,17 @@ async def test_team_condition_follows_a_team_change(db, agent):
     got = await clocks(db, case_id)
     # Only resolution starts on a re-choice: whether someone already answered is unknown.
     assert set(got) == {"resolution"} and got["resolution"].policy_id == vip.id
+
+
+async def test_the_case_page_lists_the_clocks_in_the_viewers_language(
+    db, policies, client, agent, signed_in
+):
+    case_id = await new_case(db, await new_customer(db), priority="urgent")
+    async with db.unit_of_work() as s:
+        await cases.update_case(s, case_id, {"status": "pending"}, actor_user_id=agent.user.id)
+    page = await client.get(f"/cases/{case_id}", headers={"Accept-Language": "ja"})
+    assert page.status_code == 200
+    html = page.text
+    assert 'data-kind="first_response" data-state="paused"' in html
+    assert 'data-kind="resolution" data-state="paused"' in html
+    assert "初回応答" in html and "一時停止" in html
