@@ -645,6 +645,13 @@ class SlaPolicy(Base):
     next_response_minutes: Mapped[int | None] = mapped_column(Integer)
     resolution_minutes: Mapped[int | None] = mapped_column(Integer)
     warning_percent: Mapped[int] = mapped_column(Integer, server_default="80")
+    # What the escalation worker does to the case, besides announcing it, when one of this
+    # policy's clocks breaches: raise its priority one step (never past urgent) and/or move it,
+    # unassigned, to a team. See sla_worker.breach_changes.
+    breach_raise_priority: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    breach_reassign_team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="SET NULL")
+    )
     # Clocks keep counting on their policy's calendar: deactivate a policy, do not delete it.
     calendar_id: Mapped[int] = mapped_column(
         ForeignKey("business_calendars.id", ondelete="RESTRICT")

@@ -160,8 +160,14 @@ async def create_policy(
     warning_percent: int = 80,
     position: int | None = None,
     active: bool = True,
+    breach_raise_priority: bool = False,
+    breach_reassign_team_id: int | None = None,
 ) -> SlaPolicy:
-    """Add a policy; without a `position` it goes last."""
+    """Add a policy; without a `position` it goes last.
+
+    `breach_raise_priority` and `breach_reassign_team_id` are what the escalation worker
+    does to a case when one of the policy's clocks breaches (see `sla_worker`).
+    """
     name = (name or "").strip()
     if not name:
         raise InvalidInput("policy name is required", field="name")
@@ -177,6 +183,18 @@ async def create_policy(
         or not 1 <= warning_percent <= 100
     ):
         raise InvalidInput("warning_percent must be 1 to 100", field="warning_percent")
+    if not isinstance(breach_raise_priority, bool):
+        raise InvalidInput(
+            "breach_raise_priority must be true or false", field="breach_raise_priority"
+        )
+    if breach_reassign_team_id is not None and (
+        not isinstance(breach_reassign_team_id, int)
+        or isinstance(breach_reassign_team_id, bool)
+        or await session.get(Team, breach_reassign_team_id) is None
+    ):
+        raise InvalidInput(
+            f"no team {breach_reassign_team_id} to reassign to", field="breach_reassign_team_id"
+        )
     if position is None:
         last = await session.scalar(select(func.max(SlaPolicy.position)))
         position = 0 if last is None else last + 1
@@ -190,6 +208,8 @@ async def create_policy(
         resolution_minutes=_checked_minutes(resolution_minutes, "resolution_minutes"),
         warning_percent=warning_percent,
         calendar_id=calendar_id,
+        breach_raise_priority=breach_raise_priority,
+        breach_reassign_team_id=breach_reassign_team_id,
     )
     session.add(policy)
     await session.flush()

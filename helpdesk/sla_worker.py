@@ -8,6 +8,10 @@ not at all, so a crash between them neither loses nor repeats an announcement, a
 simply finds what is still due. Passes run every half second, so an event follows its
 deadline within a second; the stored deadlines are found through partial indexes, never by
 looking at every case.
+
+A breach may also act on the case, as its policy says (`breach_raise_priority`,
+`breach_reassign_team_id`): through `cases.update_case` with no actor, in the same
+transaction, so the change is on the timeline as a system entry and announced like any other.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from helpdesk import events, sla
+from helpdesk import cases, events, sla
 from helpdesk.db import Database
+from helpdesk.errors import DeskError
 from helpdesk.interactions import add_interaction
-from helpdesk.models import Case, User
+from helpdesk.models import PRIORITIES, Case, SlaPolicy, Team, User
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -36,6 +43,8 @@ KINDS = {
     "next_response": "next response",
     "resolution": "resolution",
 }
+# One step up: low → normal → high → urgent; urgent has nowhere to go.
+PRIORITY_STEP = dict(pairwise(PRIORITIES))
 
 
 class SlaWorker:
@@ -54,10 +63,15 @@ class SlaWorker:
         """One pass: announce up to BATCH due clocks; returns how many."""
         now = self.clock()
         async with self.db.unit_of_work() as session:
-            fired = await sla.due(session, now, limit=BATCH)
-            for item in fired:
-                await _announce(session, item, now)
+            due = await sla.due(session, now, limit=BATCH)
+            locked = await _lock_cases(session, {item.clock.case_id for item in due})
+            fired = [item for item in due if item.clock.case_id in locked]
+            # Recorded before anything is announced or acted on: a breach action changes the
+            # case, and the SLA recompute that follows must find this clock breached already,
+            # not running and overdue (it would retarget it, and the breach would be lost).
             await sla.record_fired(session, fired, now)
+            for item in fired:
+                await _announce(session, locked[item.clock.case_id], item, now)
         return len(fired)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -72,22 +86,58 @@ class SlaWorker:
                     await asyncio.wait_for(stop.wait(), self.interval)
 
 
-async def _announce(session, item: sla.DueClock, now: datetime) -> None:  # type: ignore[no-untyped-def]
-    clock = item.clock
-    case = await session.get(Case, clock.case_id)
-    if case is None:
-        return
-    supervisors = []
-    if case.team_id is not None:
-        supervisors = list(
-            await session.scalars(
-                select(User.id).where(
-                    User.is_active, User.role == "supervisor", User.team_id == case.team_id
-                )
+def breach_changes(policy: SlaPolicy, case: Case) -> dict[str, object]:
+    """What a breach under `policy` changes on `case`, as `cases.update_case` changes.
+
+    Priority goes one step up, never past urgent. Reassigning moves the case to the policy's
+    team and leaves it unassigned, for that team to pick up; a case already in that team is
+    where the policy wants it, and stays with whoever has it.
+    """
+    changes: dict[str, object] = {}
+    if policy.breach_raise_priority and case.priority in PRIORITY_STEP:
+        changes["priority"] = PRIORITY_STEP[case.priority]
+    team_id = policy.breach_reassign_team_id
+    if team_id is not None and case.team_id != team_id:
+        changes["team_id"] = team_id
+        changes["assignee_id"] = None
+    return changes
+
+
+async def _lock_cases(session: AsyncSession, case_ids: Iterable[int]) -> dict[int, Case]:
+    """The cases of the due clocks, locked; a case someone is changing right now is left out,
+    and its clocks come back on the next pass.
+
+    A request changing a case locks the case and then its clocks (the SLA recompute); the
+    worker holds clocks, so it must never wait for a case, or the two could deadlock.
+    """
+    ids = sorted(set(case_ids))
+    if not ids:
+        return {}
+    rows = await session.scalars(
+        select(Case)
+        .where(Case.id.in_(ids))
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return {case.id: case for case in rows}
+
+
+async def _supervisors(session: AsyncSession, team_id: int | None) -> list[int]:
+    if team_id is None:
+        return []
+    return list(
+        await session.scalars(
+            select(User.id).where(
+                User.is_active, User.role == "supervisor", User.team_id == team_id
             )
         )
-    recipients = {case.assignee_id, *supervisors} - {None}
-    data = {
+    )
+
+
+async def _announce(session: AsyncSession, case: Case, item: sla.DueClock, now: datetime) -> None:
+    clock = item.clock
+    recipients = {case.assignee_id, *await _supervisors(session, case.team_id)}
+    data: dict[str, object] = {
         "case_id": case.id,
         "number": case.number,
         "subject": case.subject,
@@ -96,6 +146,30 @@ async def _announce(session, item: sla.DueClock, now: datetime) -> None:  # type
         "clock": clock.kind,
         "deadline_at": clock.deadline_at.isoformat() if clock.deadline_at else None,
     }
+    meta: dict[str, object] = {
+        "sla": item.event,
+        "clock": clock.kind,
+        "deadline_at": data["deadline_at"],
+    }
+    # The breach entry first, then the changes it causes: the timeline reads cause, effect.
+    entry = await add_interaction(
+        session,
+        customer_id=case.customer_id,
+        case_id=case.id,
+        kind="system",
+        direction="internal",
+        text=f"{WORDS[item.event]}: {KINDS.get(clock.kind, clock.kind)}",
+        meta=meta,
+        occurred_at=now,
+    )
+    if item.event == "sla_breach":
+        done = await _act_on_breach(session, case, clock.policy_id)
+        if done:
+            entry.text += "; " + await _describe(session, done)
+            entry.meta = {**meta, "actions": done}
+            data["actions"] = done
+            if "team_id" in done:  # the team that now has the case hears of it too
+                recipients.update(await _supervisors(session, case.team_id))
     await events.publish(
         session,
         events.Event(
@@ -105,13 +179,33 @@ async def _announce(session, item: sla.DueClock, now: datetime) -> None:  # type
             topics=(f"case:{case.id}", "sla"),
         ),
     )
-    await add_interaction(
-        session,
-        customer_id=case.customer_id,
-        case_id=case.id,
-        kind="system",
-        direction="internal",
-        text=f"{WORDS[item.event]}: {KINDS.get(clock.kind, clock.kind)}",
-        meta={"sla": item.event, "clock": clock.kind, "deadline_at": data["deadline_at"]},
-        occurred_at=now,
-    )
+
+
+async def _act_on_breach(session: AsyncSession, case: Case, policy_id: int) -> dict[str, object]:
+    """Apply the policy's breach actions to the case; returns the changes made.
+
+    In a savepoint: a change the case refuses (a team deleted meanwhile) is logged and
+    skipped, so one bad policy cannot hold back every other announcement of the pass.
+    """
+    policy = await session.get(SlaPolicy, policy_id)
+    changes = breach_changes(policy, case) if policy is not None else {}
+    if not changes:
+        return {}
+    try:
+        async with session.begin_nested():
+            await cases.update_case(session, case.id, changes, actor_user_id=None)
+    except DeskError:
+        log.exception("SLA breach actions %r on case %s failed", changes, case.id)
+        await session.refresh(case)
+        return {}
+    return changes
+
+
+async def _describe(session: AsyncSession, changes: dict[str, object]) -> str:
+    words = []
+    if "priority" in changes:
+        words.append(f"priority raised to {changes['priority']}")
+    if "team_id" in changes:
+        team = await session.get(Team, changes["team_id"])
+        words.append(f"moved to team {team.name if team else changes['team_id']}, unassigned")
+    return "; ".join(words)

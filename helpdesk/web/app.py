@@ -26,7 +26,19 @@ from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
 from helpdesk.sla_worker import SlaWorker
-from helpdesk.web import api, chat, cti, demo, health, kb, mail, pages, sessions, sockets
+from helpdesk.web import (
+    api,
+    chat,
+    cti,
+    demo,
+    health,
+    kb,
+    mail,
+    pages,
+    sessions,
+    sla_admin,
+    sockets,
+)
 from helpdesk.web.render import is_htmx, make_environment, render
 from helpdesk.web.security import SecurityHeaders, error_body, is_api
 from knowledge_base.search import make_search
@@ -172,6 +184,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *chat.routes,
         *demo.routes,
         *kb.routes,
+        *sla_admin.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
