@@ -71,6 +71,10 @@ class Settings:
     chat_abandon_seconds: float = 120.0
     chat_router: bool = True
     sla_worker: bool = True
+    # Service level (issue 8): answered within the threshold, the target, short abandons.
+    sl_threshold_seconds: int = 20
+    sl_target_percent: int = 80
+    short_abandon_seconds: int = 5
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -103,6 +107,9 @@ class Settings:
             chat_abandon_seconds=_number(env, "HELPDESK_CHAT_ABANDON_SECONDS", 120.0),
             sla_worker=env.get("HELPDESK_SLA_WORKER", "1").lower()
             not in ("0", "false", "no", "off"),
+            sl_threshold_seconds=int(_number(env, "HELPDESK_SL_THRESHOLD_SECONDS", 20)),
+            sl_target_percent=min(100, int(_number(env, "HELPDESK_SL_TARGET_PERCENT", 80))),
+            short_abandon_seconds=int(_number(env, "HELPDESK_SHORT_ABANDON_SECONDS", 5)),
             chat_router=env.get("HELPDESK_CHAT_ROUTER", "1").lower()
             not in ("0", "false", "no", "off"),
         )

@@ -179,6 +179,22 @@ class Case(Base):
         Index("ix_cases_assignee_status", "assignee_id", "status"),
         Index("ix_cases_customer", "customer_id", "status"),
         Index("ix_cases_tags", "tags", postgresql_using="gin"),
+        # The board and the service level (helpdesk/metrics.py, migration 0010).
+        Index(
+            "ix_cases_open_team",
+            "team_id",
+            "assignee_id",
+            "id",
+            postgresql_where=sql_text("status IN ('new', 'open', 'pending', 'on_hold')"),
+        ),
+        Index(
+            "ix_cases_solved_at", "solved_at", postgresql_where=sql_text("solved_at IS NOT NULL")
+        ),
+        Index(
+            "ix_cases_follow_up_of",
+            "follow_up_of_id",
+            postgresql_where=sql_text("follow_up_of_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -499,6 +515,12 @@ class ChatConversation(Base):
         ),
         # The router's tie-break, "whose last chat is oldest": one backward index probe.
         Index("ix_chat_conversations_agent_accepted", "agent_id", "accepted_at"),
+        # CSAT by when the chat ended (helpdesk/metrics.py, migration 0010).
+        Index(
+            "ix_chat_conversations_rated",
+            "closed_at",
+            postgresql_where=sql_text("csat_score IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -696,6 +718,40 @@ class SlaClock(Base):
             "ix_sla_clocks_due_warning",
             "warning_at",
             postgresql_where=sql_text("state = 'active' AND warned_at IS NULL"),
+        ),
+        # The board's clocks at risk, in breach and waiting, and the service level's settled
+        # first responses (helpdesk/metrics.py, migration 0010).
+        Index(
+            "ix_sla_clocks_active_warning",
+            "warning_at",
+            "deadline_at",
+            "case_id",
+            postgresql_where=sql_text("state = 'active'"),
+        ),
+        Index(
+            "ix_sla_clocks_breached_unmet",
+            "deadline_at",
+            "case_id",
+            postgresql_where=sql_text("state = 'breached' AND met_at IS NULL"),
+        ),
+        Index(
+            "ix_sla_clocks_waiting",
+            "started_at",
+            "case_id",
+            postgresql_where=sql_text(
+                "kind IN ('first_response', 'next_response') AND state IN ('active', 'breached')"
+                " AND met_at IS NULL"
+            ),
+        ),
+        Index(
+            "ix_sla_clocks_first_response_met",
+            "met_at",
+            postgresql_where=sql_text("kind = 'first_response' AND state = 'met'"),
+        ),
+        Index(
+            "ix_sla_clocks_first_response_breached",
+            "breached_at",
+            postgresql_where=sql_text("kind = 'first_response' AND state = 'breached'"),
         ),
     )
 

@@ -28,6 +28,7 @@ from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
 from helpdesk.sla_worker import SlaWorker
 from helpdesk.web import (
     api,
+    board,
     chat,
     cti,
     demo,
@@ -185,6 +186,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *demo.routes,
         *kb.routes,
         *sla_admin.routes,
+        *board.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
