@@ -551,6 +551,8 @@ async def attach(
             raise InvalidInput(f"no customer {customer_id}", field="customer_id")
         if customer.merged_into_id is not None:
             raise Conflict(f"customer {customer_id} was merged", field="customer_id")
+        if customer.erased_at is not None:
+            raise Conflict(f"customer {customer_id} was erased", field="customer_id")
         call.customer_id = customer_id
     if case_id is not None:
         case = await session.get(Case, case_id)

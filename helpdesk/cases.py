@@ -95,6 +95,8 @@ async def create_case(
             f"customer {customer.id} was merged into {customer.merged_into_id}",
             field="customer_id",
         )
+    if customer.erased_at is not None:
+        raise Conflict(f"customer {customer.id} was erased", field="customer_id")
     await _check_refs(session, data.assignee_id, data.team_id)
     case = Case(
         customer_id=customer.id,

@@ -144,7 +144,7 @@ def _prepare_identities(
 async def add_identity(
     session: AsyncSession, customer_id: int, item: IdentityInput, *, region: str = "JP"
 ) -> ContactIdentity:
-    customer = await get_customer(session, customer_id)
+    customer = _not_erased(await get_customer(session, customer_id))
     [(kind, raw, normalized, _)] = _prepare_identities([item], region)
     existing = await session.scalar(
         select(ContactIdentity).where(
@@ -175,7 +175,7 @@ async def update_customer(
     if unknown:
         raise InvalidInput(f"unknown field: {sorted(unknown)[0]}", field=sorted(unknown)[0])
     _check_fields(changes)
-    customer = await get_customer(session, customer_id)
+    customer = _not_erased(await get_customer(session, customer_id))
     previous_tier = customer.tier
     for key, value in changes.items():
         setattr(customer, key, value.strip() if isinstance(value, str) else value)
@@ -198,6 +198,14 @@ async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
     )
     if customer is None:
         raise NotFound(f"customer {customer_id} not found")
+    return customer
+
+
+def _not_erased(customer: Customer) -> Customer:
+    """An erased customer (privacy.erase_customer) is a placeholder kept for statistics:
+    nothing personal may be added to it again."""
+    if customer.erased_at is not None:
+        raise Conflict(f"customer {customer.id} was erased")
     return customer
 
 
@@ -320,6 +328,8 @@ async def merge_customers(
         raise Conflict(f"customer {survivor_id} was merged into {survivor.merged_into_id}")
     if other.merged_into_id is not None:
         raise Conflict(f"customer {other_id} was already merged into {other.merged_into_id}")
+    for customer in (survivor, other):
+        _not_erased(customer)
 
     held = {
         (kind, value)

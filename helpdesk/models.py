@@ -126,6 +126,15 @@ class Customer(Base):
     merged_into_id: Mapped[int | None] = mapped_column(
         ForeignKey("customers.id", ondelete="SET NULL"), index=True
     )
+    # Data rights (helpdesk/privacy.py, migration 0011). `consent` is {purpose: {"granted",
+    # "at", "source"}}; `contact_preferences` is {"channels", "language", "do_not_contact"}.
+    consent: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    contact_preferences: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=sql_text("'{}'::jsonb")
+    )
+    # Set once, by privacy.erase_customer: the row stays (a placeholder name, no personal
+    # fields) so that cases, calls and chats, and the statistics over them, still add up.
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

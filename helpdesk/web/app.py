@@ -36,6 +36,7 @@ from helpdesk.web import (
     kb,
     mail,
     pages,
+    privacy,
     sessions,
     sla_admin,
     sockets,
@@ -187,6 +188,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *kb.routes,
         *sla_admin.routes,
         *board.routes,
+        *privacy.routes,
         *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -131,6 +131,9 @@ def customer_json(customer: Customer, identities: list[ContactIdentity] | None =
         "tier": customer.tier,
         "notes": customer.notes,
         "merged_into_id": customer.merged_into_id,
+        "erased_at": iso(customer.erased_at),
+        "consent": customer.consent or {},
+        "contact_preferences": customer.contact_preferences or {},
         "created_at": iso(customer.created_at),
         "updated_at": iso(customer.updated_at),
     }
