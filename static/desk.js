@@ -32,6 +32,19 @@
     }
   });
 
+  // The note and reply boxes survive the timeline's live refreshes (hx-preserve): a colleague's
+  // change must not wipe what I am typing. So once one of them is sent, empty it here, just
+  // before the answer is swapped in (the form is still in the page then).
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // (fired on the target; the element that made the request is in requestConfig)
+    var form = event.detail.requestConfig && event.detail.requestConfig.elt;
+    var status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (!form || !form.matches || !form.matches("form.note-form, form.reply-form")) { return; }
+    if (status < 200 || status >= 300) { return; }
+    var box = document.getElementById(form.classList.contains("note-form") ? "note-body" : "reply-body");
+    if (box) { box.value = ""; }
+  });
+
   document.addEventListener("change", function (event) {
     var el = event.target;
     if (el && el.hasAttribute && el.hasAttribute("data-autosubmit") && el.form) {

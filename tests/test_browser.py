@@ -353,12 +353,22 @@ def test_agent_creates_a_case_and_changes_its_status_in_place(desk, open_page):
     expect(system_entries).to_have_count(1)
     expect(system_entries.first).to_contain_text("pending")
 
+    # A note being typed survives the timeline's live refresh (a colleague changes the case).
     page.locator("#note-body").fill("折り返し電話の予定")
+    case_id = page.url.rsplit("/", 1)[1]
+    changed = httpx.patch(
+        f"{desk.base_url}/api/cases/{case_id}",
+        json={"priority": "urgent"},
+        headers=_api_token(desk, AGENT),
+    )
+    assert changed.status_code == 200
+    expect(system_entries).to_have_count(2)
+    expect(page.locator("#note-body")).to_have_value("折り返し電話の予定")
     page.locator("#case-timeline form.note-form button[type=submit]").click()
     expect(page.locator("#case-timeline li.entry.kind-note").first).to_contain_text(
         "折り返し電話の予定"
     )
-    expect(page.locator("#note-body")).to_have_value("")
+    expect(page.locator("#note-body")).to_have_value("")  # sent, so emptied
     assert_same_document(page)
 
     page.reload()
