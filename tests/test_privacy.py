@@ -339,8 +339,9 @@ async def statistics(db, since: datetime) -> dict[str, Any]:
             s, start=since, end=since + timedelta(days=2), team_id=None
         )
         q = {
-            "cases": "SELECT status, channel, priority, count(*) FROM cases GROUP BY 1, 2, 3",
-            "interactions": "SELECT kind, direction, count(*) FROM interactions GROUP BY 1, 2",
+            "cases": "SELECT status, channel, priority, count(*) FROM cases GROUP BY 1, 2, 3 "
+            "ORDER BY 1, 2, 3",
+            "interactions": "SELECT kind, direction, count(*) FROM interactions GROUP BY 1, 2 ORDER BY 1, 2",
             "calls": "SELECT state, direction, started_at, answered_at, ended_at, agent_id "
             "FROM calls ORDER BY id",
             "chats": "SELECT state, csat_score, queued_at, accepted_at, closed_at, last_seq "
