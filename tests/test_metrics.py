@@ -292,6 +292,16 @@ async def test_board_counts_open_work_clocks_in_trouble_and_who_waited_longest_p
     assert metrics.seconds_since(total.oldest_call_since, NOW) == 40
 
 
+async def test_the_board_on_three_connections_is_the_board_on_one(db, desk):
+    """`board_snapshot_on` runs its parts concurrently; what it finds must not change."""
+    for scope in (None, [desk["tokyo"].id]):
+        async with db.unit_of_work() as session:
+            one = await metrics.board_snapshot(session, now=NOW, tz=TOKYO, team_ids=scope)
+        three = await metrics.board_snapshot_on(db, now=NOW, tz=TOKYO, team_ids=scope)
+        assert three.as_dict() == one.as_dict()
+    assert one.total.open == 6 and one.at_risk and one.breached  # not a comparison of nothing
+
+
 async def test_board_lists_clocks_at_risk_soonest_first_and_breaches_latest_first(db, desk):
     async with db.unit_of_work() as session:
         snap = await metrics.board_snapshot(session, now=NOW, tz=TOKYO)

@@ -83,14 +83,14 @@ async def board_page(request: Request) -> Response:
     viewer = viewer_for(request)
     async with request.app.state.db.unit_of_work() as session:
         teams = await metrics.list_teams(session)
-        scope = _board_scope(request, teams)
-        snapshot = await metrics.board_snapshot(
-            session,
-            now=datetime.now(UTC),
-            tz=viewer.tz,
-            team_ids=scope,
-            targets=targets_of(request.app.state.settings),
-        )
+    scope = _board_scope(request, teams)
+    snapshot = await metrics.board_snapshot_on(
+        request.app.state.db,
+        now=datetime.now(UTC),
+        tz=viewer.tz,
+        team_ids=scope,
+        targets=targets_of(request.app.state.settings),
+    )
     selected = "all" if scope is None else str(scope[0])
     context = {
         "snapshot": snapshot,
@@ -115,13 +115,13 @@ async def board_json(request: Request) -> JSONResponse:
     viewer = viewer_for(request)
     async with request.app.state.db.unit_of_work() as session:
         teams = await metrics.list_teams(session)
-        snapshot = await metrics.board_snapshot(
-            session,
-            now=datetime.now(UTC),
-            tz=viewer.tz,
-            team_ids=_board_scope(request, teams),
-            targets=targets_of(request.app.state.settings),
-        )
+    snapshot = await metrics.board_snapshot_on(
+        request.app.state.db,
+        now=datetime.now(UTC),
+        tz=viewer.tz,
+        team_ids=_board_scope(request, teams),
+        targets=targets_of(request.app.state.settings),
+    )
     return JSONResponse(snapshot.as_dict())
 
 
