@@ -33,7 +33,9 @@ from helpdesk.interactions import add_interaction
 from helpdesk.models import PRIORITIES, Case, SlaPolicy, Team, User
 
 log = logging.getLogger(__name__)
-BATCH = 100
+# Clocks per transaction. Events go out when it commits, so a smaller batch gets the first
+# of a burst out sooner; a full batch is followed at once by the next.
+BATCH = 25
 WORDS = {
     "sla_warning": "SLA warning",
     "sla_breach": "SLA breached",
@@ -52,7 +54,7 @@ class SlaWorker:
         self,
         db: Database,
         *,
-        interval: float = 0.5,
+        interval: float = 0.25,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
@@ -70,18 +72,27 @@ class SlaWorker:
             # case, and the SLA recompute that follows must find this clock breached already,
             # not running and overdue (it would retarget it, and the breach would be lost).
             await sla.record_fired(session, fired, now)
+            # Read once for the whole pass (held here, so the session keeps them): the teams'
+            # supervisors and, for breaches, the policies.
+            supervisors = await _supervisors_of(session, {c.team_id for c in locked.values()})
+            breaches = {i.clock.policy_id for i in fired if i.event == "sla_breach"}
+            policies = {
+                p.id: p
+                for p in await session.scalars(select(SlaPolicy).where(SlaPolicy.id.in_(breaches)))
+            }
             for item in fired:
-                await _announce(session, locked[item.clock.case_id], item, now)
+                case = locked[item.clock.case_id]
+                await _announce(session, case, item, now, supervisors, policies)
         return len(fired)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                full = await self.tick() == BATCH
+                busy = await self.tick() > 0
             except Exception:
                 log.exception("SLA worker pass failed")
-                full = False
-            if not full:  # a full batch means more are due: go on at once
+                busy = False
+            if not busy:  # after a pass that fired, look again at once: a burst may go on
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)
 
@@ -122,6 +133,23 @@ async def _lock_cases(session: AsyncSession, case_ids: Iterable[int]) -> dict[in
     return {case.id: case for case in rows}
 
 
+async def _supervisors_of(
+    session: AsyncSession, team_ids: Iterable[int | None]
+) -> dict[int, list[int]]:
+    """The active supervisors of each team, in one query."""
+    wanted = sorted({t for t in team_ids if t is not None})
+    found: dict[int, list[int]] = {t: [] for t in wanted}
+    if wanted:
+        rows = await session.execute(
+            select(User.team_id, User.id).where(
+                User.is_active, User.role == "supervisor", User.team_id.in_(wanted)
+            )
+        )
+        for team_id, user_id in rows.all():
+            found[team_id].append(user_id)
+    return found
+
+
 async def _supervisors(session: AsyncSession, team_id: int | None) -> list[int]:
     if team_id is None:
         return []
@@ -134,9 +162,19 @@ async def _supervisors(session: AsyncSession, team_id: int | None) -> list[int]:
     )
 
 
-async def _announce(session: AsyncSession, case: Case, item: sla.DueClock, now: datetime) -> None:
+async def _announce(
+    session: AsyncSession,
+    case: Case,
+    item: sla.DueClock,
+    now: datetime,
+    supervisors: dict[int, list[int]],
+    policies: dict[int, SlaPolicy],
+) -> None:
     clock = item.clock
-    recipients = {case.assignee_id, *await _supervisors(session, case.team_id)}
+    team_supervisors = supervisors.get(case.team_id) if case.team_id is not None else []
+    if team_supervisors is None:  # a team this pass moved the case to
+        team_supervisors = await _supervisors(session, case.team_id)
+    recipients = {case.assignee_id, *team_supervisors}
     data: dict[str, object] = {
         "case_id": case.id,
         "number": case.number,
@@ -163,7 +201,7 @@ async def _announce(session: AsyncSession, case: Case, item: sla.DueClock, now: 
         occurred_at=now,
     )
     if item.event == "sla_breach":
-        done = await _act_on_breach(session, case, clock.policy_id)
+        done = await _act_on_breach(session, case, policies.get(clock.policy_id))
         if done:
             entry.text += "; " + await _describe(session, done)
             entry.meta = {**meta, "actions": done}
@@ -181,13 +219,14 @@ async def _announce(session: AsyncSession, case: Case, item: sla.DueClock, now: 
     )
 
 
-async def _act_on_breach(session: AsyncSession, case: Case, policy_id: int) -> dict[str, object]:
+async def _act_on_breach(
+    session: AsyncSession, case: Case, policy: SlaPolicy | None
+) -> dict[str, object]:
     """Apply the policy's breach actions to the case; returns the changes made.
 
     In a savepoint: a change the case refuses (a team deleted meanwhile) is logged and
     skipped, so one bad policy cannot hold back every other announcement of the pass.
     """
-    policy = await session.get(SlaPolicy, policy_id)
     changes = breach_changes(policy, case) if policy is not None else {}
     if not changes:
         return {}
