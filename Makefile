@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/lookup.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/screenpop.py
+	$(BIN)/python bench/sla.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
