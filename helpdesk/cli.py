@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -521,6 +522,65 @@ def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_bins(settings: Settings) -> list[Path]:
+    """The embedded server's own pg_dump/pg_restore/psql first when it is the one we use."""
+    if settings.database_url:
+        return []
+    from helpdesk.embedded_pg import _bin_dir
+
+    return [_bin_dir()]
+
+
+def _progress(message: str) -> None:
+    print(f"helpdesk: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """Database (pg_dump --format=custom) and attachments in one archive (docs/OPERATIONS.md)."""
+    from helpdesk import backup
+
+    output = Path(args.output or backup.default_backup_name()).resolve()
+    with _database(settings) as url:
+        report = asyncio.run(
+            backup.create_backup(
+                url,
+                settings.attachments_dir,
+                output,
+                preferred_bin=_client_bins(settings),
+                progress=_progress,
+            )
+        )
+    rows = sum(n for table, n in report.counts.items() if table != "alembic_version")
+    print(
+        f"backup written to {report.path} ({report.size} bytes): revision {report.revision}, "
+        f"{rows} rows, {report.attachments} attachments"
+    )
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Restore an archive from `helpdesk backup`, then migrate it to the current schema."""
+    from helpdesk import backup
+
+    with _database(settings) as url:
+        report = asyncio.run(
+            backup.restore_backup(
+                url,
+                settings.attachments_dir,
+                Path(args.file).resolve(),
+                force=args.force,
+                preferred_bin=_client_bins(settings),
+                progress=_progress,
+            )
+        )
+    rows = sum(n for table, n in report.counts.items() if table != "alembic_version")
+    print(
+        f"restored {rows} rows and {report.attachments} attachments "
+        f"(backup at revision {report.restored_from}, now at {report.revision})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helpdesk", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -608,6 +668,22 @@ def build_parser() -> argparse.ArgumentParser:
     kb_import.set_defaults(func=cmd_kb_import)
     kb_reindex = kb_sub.add_parser("reindex", help="rebuild the search index from the database")
     kb_reindex.set_defaults(func=cmd_kb_reindex)
+
+    backup_cmd = sub.add_parser(
+        "backup", help="database (pg_dump) and attachments in one archive, with checksums"
+    )
+    backup_cmd.add_argument(
+        "--output", "-o", help="archive to write (default: ./helpdesk-backup-<UTC time>.tar)"
+    )
+    backup_cmd.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore", help="restore a `helpdesk backup` archive, then migrate to the current schema"
+    )
+    restore.add_argument("file", help="archive written by `helpdesk backup`")
+    restore.add_argument(
+        "--force", action="store_true", help="replace a database that already holds data"
+    )
+    restore.set_defaults(func=cmd_restore)
 
     db_url = sub.add_parser("db-url", help="print the database URL in use")
     db_url.set_defaults(func=cmd_db_url)
