@@ -8,6 +8,7 @@ are compared row by row count and byte by byte.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -251,3 +252,34 @@ def test_the_password_goes_in_the_environment_not_the_command_line() -> None:
         "desk",
         "helpdesk",
     )
+
+
+async def test_a_plain_pg_dump_restores_with_plain_pg_restore(source, target, tmp_path):
+    """The plain tools route of docs/OPERATIONS.md, without `helpdesk restore`'s help: since
+    migration 0014 no function depends on the search_path a restore runs without."""
+    from helpdesk.embedded_pg import _bin_dir
+
+    src_url, _ = source
+    dst_url, _ = target
+    dump = tmp_path / "plain.dump"
+    bins = _bin_dir()
+    await asyncio.to_thread(
+        subprocess.run,
+        [str(bins / "pg_dump"), "--format=custom", "--file", str(dump)],
+        env=backup.Target.from_url(src_url).env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    restored = await asyncio.to_thread(
+        subprocess.run,
+        [str(bins / "pg_restore"), "--no-owner", "--exit-on-error", "-d",
+         backup.Target.from_url(dst_url).database, str(dump)],
+        env=backup.Target.from_url(dst_url).env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert await row_counts(dst_url) == await row_counts(src_url)
+    assert await scalar(dst_url, "SELECT version_num FROM alembic_version") == HEAD
