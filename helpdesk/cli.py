@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from helpdesk import logs
 from helpdesk.config import Settings
 from helpdesk.db import Database
 from helpdesk.embedded_pg import EmbeddedPostgres
@@ -51,6 +52,12 @@ def _install_signal_handlers() -> None:
     # `Stopped` unwinds through `_database()`, which stops the server.
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGINT, _raise_stopped)
+
+
+def log_format(settings: Settings) -> str:
+    """HELPDESK_LOG_FORMAT, or by default JSON lines unless stderr is a terminal (a person
+    reading) — under systemd, Docker or a log shipper it is not."""
+    return settings.log_format or ("text" if sys.stderr.isatty() else "json")
 
 
 @contextmanager
@@ -198,6 +205,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             # Hub frames are short JSON; per-socket deflate state costs ~38 KB a socket
             # (docs/PERFORMANCE.md, "Realtime hub: fan-out").
             "ws_per_message_deflate": False,
+            # Our handlers (JSON lines, masked, with request ids) in every worker process;
+            # helpdesk.logs.RequestContext writes the access lines, without query strings.
+            "log_config": logs.dict_config(
+                log_format(settings), logging.DEBUG if args.verbose else logging.INFO
+            ),
+            "access_log": False,
         }
         # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal,
         # which `_raise_stopped` turns into `Stopped`: `_database()` stops the embedded server.
@@ -692,13 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = Settings.from_env()
+    logs.configure(log_format(settings), logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    settings = Settings.from_env()
     _install_signal_handlers()
     try:
         return int(args.func(settings, args) or 0)

@@ -6,6 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _generated_secret(data_dir: Path, name: str) -> str:
@@ -24,6 +25,21 @@ def _generated_secret(data_dir: Path, name: str) -> str:
     return value
 
 
+def replace_generated_secret(data_dir: Path, name: str) -> str:
+    """Write a new random secret over the one kept in the data dir (rotation) and return it.
+
+    Written to a temporary file and renamed, so a reader never sees half a token.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    tmp = data_dir / f".{name}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    os.replace(tmp, data_dir / name)
+    return value
+
+
 def _number(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if not raw:
@@ -37,6 +53,23 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _origins(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated web origins (`https://shop.example.com`), normalized as browsers send
+    them in the Origin header: lower-case scheme and host, default ports dropped, no path."""
+    origins = []
+    for raw in env.get(name, "").split(","):
+        raw = raw.strip().rstrip("/")
+        if not raw:
+            continue
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise SystemExit(f"{name}: {raw!r} is not an origin like https://shop.example.com")
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+        origins.append(f"{parts.scheme}://{parts.hostname}{port}")
+    return tuple(origins)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -48,6 +81,8 @@ class Settings:
     timezone: str = "Asia/Tokyo"
     smtp_url: str | None = None
     cti_token: str = ""
+    # True when HELPDESK_CTI_TOKEN set it: then only the environment can change it.
+    cti_token_from_env: bool = False
     mail_token: str = ""
     support_address: str = "support@localhost"
     support_name: str = "Support"
@@ -75,6 +110,10 @@ class Settings:
     sl_threshold_seconds: int = 20
     sl_target_percent: int = 80
     short_abandon_seconds: int = 5
+    # Security (issue 9): see README, "Security". Sites that may embed the chat widget
+    # (empty: any site); the log format ("" = json unless stderr is a terminal).
+    widget_origins: tuple[str, ...] = ()
+    log_format: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -91,6 +130,7 @@ class Settings:
             timezone=env.get("HELPDESK_TIMEZONE", "Asia/Tokyo"),
             smtp_url=env.get("HELPDESK_SMTP_URL") or None,
             cti_token=env.get("HELPDESK_CTI_TOKEN") or _generated_secret(data_dir, "cti_token"),
+            cti_token_from_env=bool(env.get("HELPDESK_CTI_TOKEN")),
             mail_token=env.get("HELPDESK_MAIL_TOKEN") or _generated_secret(data_dir, "mail_token"),
             support_address=env.get("HELPDESK_SUPPORT_ADDRESS", "support@localhost"),
             support_name=env.get("HELPDESK_SUPPORT_NAME", "Support"),
@@ -112,6 +152,8 @@ class Settings:
             short_abandon_seconds=int(_number(env, "HELPDESK_SHORT_ABANDON_SECONDS", 5)),
             chat_router=env.get("HELPDESK_CHAT_ROUTER", "1").lower()
             not in ("0", "false", "no", "off"),
+            widget_origins=_origins(env, "HELPDESK_WIDGET_ORIGINS"),
+            log_format=env.get("HELPDESK_LOG_FORMAT", "").strip().lower(),
         )
 
     @property

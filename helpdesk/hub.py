@@ -215,7 +215,7 @@ class Hub:
                     envelope = loaded
                 self.deliver(envelope)
             except Exception:
-                log.exception("hub: could not deliver %.200s", payload)
+                log.exception("hub: could not deliver a notification of %d bytes", len(payload))
 
     async def _load(self, event_id: int) -> dict[str, Any] | None:
         if self._load_event is not None:
@@ -242,7 +242,7 @@ class Hub:
         data = envelope.get("data") or {}
         if kind == "session_revoked":
             for conn in targets:
-                if conn.jti == data.get("jti"):
+                if data.get("all") or conn.jti == data.get("jti"):
                     conn.offer(Close(4401, "token revoked"))
             return len(targets)
         frame = encode({"type": kind, "id": envelope.get("id"), "at": envelope.get("at"), **data})

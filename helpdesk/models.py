@@ -73,6 +73,13 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Every token issued before this moment is void (deactivation, "sign out everywhere").
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # TOTP (helpdesk/auth.py): a secret is kept unconfirmed until a code from it turns TOTP
+    # on (`totp_enabled_at`); the last time step used, so that no code works twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_last_counter: Mapped[int | None] = mapped_column(BigInteger)
 
     team: Mapped[Team | None] = relationship(lazy="raise")
 

@@ -187,4 +187,4 @@ def test_cli_user_add_creates_a_user_who_can_log_in(database_url, db, tmp_path):
         [helpdesk_bin(), "user", "add", "x@example.com", "--role", "agent", "--password", "short"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert short.returncode == 2 and "at least 10 characters" in short.stderr
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr

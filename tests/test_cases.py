@@ -81,7 +81,7 @@ async def test_malformed_bodies_get_a_precise_400(client, agent):
     assert r.status_code == 400
     assert "application/json" in r.json()["error"]["message"]
     r = await client.post("/api/cases", content=b"{" + b" " * 2_000_000 + b"}", headers=h)
-    assert r.status_code == 400
+    assert r.status_code == 413
     assert "larger than" in r.json()["error"]["message"]
 
 

@@ -67,6 +67,8 @@ PUBLIC = {
     "/api/chat/uploads",
     "/chat/files/{id:int}",
     "/demo/site",
+    # The JSON API's description (helpdesk/openapi.py), as a public API's usually is.
+    "/api/openapi.json",
 }
 
 

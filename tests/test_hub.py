@@ -245,6 +245,27 @@ async def test_logout_closes_that_tokens_sockets_in_every_process(servers, db, m
         await other_device.next("pong")  # the other device's token still works
 
 
+async def test_deactivating_an_agent_closes_every_socket_of_theirs_at_once(servers, db, make_staff):
+    from helpdesk import admin
+
+    agent = await make_staff("agent")
+    boss = await make_staff("admin")
+    colleague = await make_staff("agent")
+    async with (
+        agent_socket(servers[0], _token(agent.user)) as a,
+        agent_socket(servers[1], _token(agent.user)) as b,
+        agent_socket(servers[1], _token(colleague.user)) as other,
+    ):
+        async with db.unit_of_work() as session:
+            await admin.set_agent_active(session, agent.user.id, False, actor_user_id=boss.user.id)
+        for tab in (a, b):
+            with pytest.raises(ConnectionClosed) as closed:
+                await tab.next("never")
+            assert closed.value.rcvd.code == 4401
+        await other.send({"type": "ping"})
+        await other.next("pong")  # nobody else is cut off
+
+
 async def test_bad_frames_get_a_precise_error_and_the_socket_stays_open(servers, db, make_staff):
     agent = await make_staff("agent")
     async with agent_socket(servers[0], _token(agent.user)) as tab:

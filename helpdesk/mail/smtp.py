@@ -44,7 +44,7 @@ class IngestHandler:
         except InvalidInput as exc:
             return f"554 5.6.0 {exc}"
         except Exception:
-            log.exception("could not file a message from %s", envelope.mail_from)
+            log.exception("could not file an inbound message of %d bytes", len(raw))
             return "451 4.3.0 temporary failure, please try again later"
         log.info("smtp %s %s -> %s", result.message_id, result.status, result.case_number)
         return f"250 2.0.0 {result.status} {result.case_number or ''}".rstrip()

@@ -252,6 +252,8 @@ async def get_case(request: Request) -> JSONResponse:
 async def patch_case(request: Request) -> JSONResponse:
     case_id = path_id(request)
     data = await json_object(request)
+    for name in ("status", "priority"):
+        text_field(data, name, max_len=16)  # a list or object here is 422, not a crash
     async with request.app.state.db.unit_of_work() as session:
         case = await cases.update_case(session, case_id, data, actor_user_id=request.state.user.id)
         body = case_json(case)

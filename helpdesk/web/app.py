@@ -24,9 +24,12 @@ from helpdesk.db import Database
 from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
+from helpdesk.logs import RequestContext
 from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
 from helpdesk.sla_worker import SlaWorker
 from helpdesk.web import (
+    account,
+    admin,
     api,
     board,
     chat,
@@ -35,6 +38,7 @@ from helpdesk.web import (
     health,
     kb,
     mail,
+    openapi,
     pages,
     privacy,
     sessions,
@@ -178,7 +182,9 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
 
     routes = [
         *health.routes,
+        *openapi.routes,
         *sessions.routes,
+        *account.routes,
         *api.routes,
         *sockets.routes,
         *cti.routes,
@@ -187,6 +193,7 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         *demo.routes,
         *kb.routes,
         *sla_admin.routes,
+        *admin.routes,
         *board.routes,
         *privacy.routes,
         *pages.routes,
@@ -196,8 +203,13 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(RequestContext),
             Middleware(RequestMetrics),
-            Middleware(SecurityHeaders, secure_cookies=settings.secure_cookies),
+            Middleware(
+                SecurityHeaders,
+                secure_cookies=settings.secure_cookies,
+                widget_origins=settings.widget_origins,
+            ),
         ],
         exception_handlers={
             DeskError: desk_error,

@@ -43,7 +43,7 @@ from helpdesk.opening_hours import OpeningHours
 from helpdesk.web import sockets
 from helpdesk.web.forms import int_field, json_object, path_id
 from helpdesk.web.kb import SlidingWindowLimiter
-from helpdesk.web.security import ANY_STAFF, bearer_token, requires
+from helpdesk.web.security import ANY_STAFF, bearer_token, origin_allowed, requires
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
@@ -267,6 +267,11 @@ def _client_address(ws: WebSocket) -> str:
 
 
 async def chat_socket(ws: WebSocket) -> None:
+    # HELPDESK_WIDGET_ORIGINS: only the configured sites' pages (and the desk's own) may
+    # open a chat; refused before the handshake completes (the browser sees a 403).
+    if not origin_allowed(ws.scope, ws.headers.get("origin"), ws.app.state.settings.widget_origins):
+        await ws.close(4403, "this site may not use the chat widget")
+        return
     await ws.accept()
     app = ws.app
     runtime: ChatRuntime = app.state.chat

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
 
-from helpdesk.errors import BadRequest, InvalidInput
+from helpdesk.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge
 
 MAX_JSON_BYTES = 1_000_000
+# Ids, counts and sequence numbers are PostgreSQL `integer` columns: a bigger number can
+# match nothing, and asyncpg refuses to even send it.
+MAX_INT = 2**31 - 1
+# ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+WHOLE_NUMBER = re.compile(r"\s*-?[0-9]{1,18}\s*")
 
 
 async def json_object(request: Request, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """The body as a JSON object; 413 (`PayloadTooLarge`) past `max_bytes`, refused from its
+    Content-Length before a byte is read, and counted while streaming when there is none."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise BadRequest("send a JSON body with Content-Type: application/json")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes ({declared} sent)")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise BadRequest(f"body is larger than {max_bytes} bytes")
+            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes")
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -28,7 +39,20 @@ async def json_object(request: Request, max_bytes: int = MAX_JSON_BYTES) -> dict
         raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
+    if _has_nul(data):
+        # PostgreSQL text cannot hold U+0000; refused here, not as a 500 from the driver.
+        raise InvalidInput("text may not contain the NUL character (\\u0000)")
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def text_field(
@@ -54,15 +78,19 @@ def int_field(data: dict[str, Any], name: str, *, required: bool = False) -> int
         return None
     if isinstance(value, bool):
         raise InvalidInput(f"{name} must be a whole number", field=name)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise InvalidInput(f"{name} must be a whole number", field=name)
+    if isinstance(value, str) and WHOLE_NUMBER.fullmatch(value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise InvalidInput(f"{name} must be a whole number", field=name)
+    if not -MAX_INT <= value <= MAX_INT:
+        raise InvalidInput(f"{name} must be between {-MAX_INT} and {MAX_INT}", field=name)
+    return value
 
 
 def path_id(request: Request, name: str = "id") -> int:
     raw = request.path_params.get(name)
     if isinstance(raw, int):
+        if raw > MAX_INT:
+            raise NotFound(f"no {name} {raw}: ids go up to {MAX_INT}")
         return raw
     raise BadRequest(f"{name} must be a whole number")

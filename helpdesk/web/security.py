@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpdesk import auth
@@ -118,49 +118,143 @@ def requires(*roles: str) -> Callable[[Endpoint], Endpoint]:
 
 ANY_STAFF = ("agent", "supervisor", "admin")
 
+# frame-ancestors is filled in per response: 'none' for the desk's own pages.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    "connect-src 'self'; frame-ancestors {ancestors}; base-uri 'self'; form-action 'self'"
 )
+HSTS = "max-age=31536000; includeSubDomains"
+PERMISSIONS_POLICY = (
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), "
+    "accelerometer=(), gyroscope=(), magnetometer=()"
+)
+# Pages meant to be shown inside another site's frame. None today: the chat widget is a
+# script on the customer's page (it builds its panel in their DOM and talks to /ws/chat and
+# the CORS endpoints below), and /demo/site is a top-level page. A page added here may be
+# framed by HELPDESK_WIDGET_ORIGINS (any site when that is unset) and by the desk itself.
+EMBEDDABLE_PATHS: tuple[str, ...] = ()
+# What another site's page (the widget) calls cross-origin; HELPDESK_WIDGET_ORIGINS limits it.
+WIDGET_CORS_PATHS = ("/api/kb/search", "/api/chat/uploads", "/chat/files/")
+
+
+def is_https(scope: Scope) -> bool:
+    """Did the request come over TLS? uvicorn's proxy-headers handling has already put a
+    trusted proxy's `X-Forwarded-Proto` into the scheme (only for `--forwarded-allow-ips`,
+    default 127.0.0.1), so an untrusted client cannot claim https with a header."""
+    return scope.get("scheme") in ("https", "wss")
+
+
+def own_origin(scope: Scope) -> str:
+    """The desk's origin as the browser sees it (scheme and Host header)."""
+    host = ""
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            host = value.decode("latin-1").lower()
+            break
+    scheme = "https" if is_https(scope) else "http"
+    for default in (":80",) if scheme == "http" else (":443",):
+        host = host.removesuffix(default)
+    return f"{scheme}://{host}"
+
+
+def origin_allowed(scope: Scope, origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """May a page of `origin` use the widget's endpoints? Any site when no origins are
+    configured; no Origin header is not a browser on another site (a browser always sends
+    one on sockets and cross-origin fetches); the desk itself always may (/demo/site)."""
+    if not allowed or origin is None:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    return origin in allowed or origin == own_origin(scope)
+
+
+def frame_ancestors(path: str, allowed: tuple[str, ...]) -> str:
+    if any(path == p or path.startswith(p + "/") for p in EMBEDDABLE_PATHS):
+        return " ".join(("'self'", *allowed)) if allowed else "*"
+    return "'none'"
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware: security headers on every response, and a CSRF cookie for
-    browsers that have none yet (exposed to templates as `request.state.csrf_token`)."""
+    """Pure ASGI middleware: security headers on every response, a CSRF cookie for browsers
+    that have none yet (exposed to templates as `request.state.csrf_token`), and the widget's
+    origin check on its cross-origin endpoints."""
 
-    def __init__(self, app: ASGIApp, *, secure_cookies: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, *, secure_cookies: bool = False, widget_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.secure = secure_cookies
+        self.widget_origins = widget_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope.get("path", "")
+        origin = _header(scope, b"origin")
+        cors = self.widget_origins and path.startswith(WIDGET_CORS_PATHS)
+        if cors and not origin_allowed(scope, origin, self.widget_origins):
+            response = JSONResponse(
+                {
+                    "error": {
+                        "code": "forbidden",
+                        "message": "this site may not use the chat widget",
+                    }
+                },
+                status_code=403,
+            )
+            await response(scope, receive, send)
+            return
+        https = is_https(scope)
         existing = _cookie(scope, CSRF_COOKIE)
         token = existing or secrets.token_urlsafe(24)
         scope.setdefault("state", {})["csrf_token"] = token
+        ancestors = frame_ancestors(path, self.widget_origins)
+        defaults = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"),
+            (b"permissions-policy", PERMISSIONS_POLICY.encode()),
+            (b"cross-origin-opener-policy", b"same-origin"),
+            (b"content-security-policy", CSP.format(ancestors=ancestors).encode()),
+        ]
+        if ancestors == "'none'":
+            defaults.append((b"x-frame-options", b"DENY"))
+        if https:
+            defaults.append((b"strict-transport-security", HSTS.encode()))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
+                if cors and origin:
+                    # Name the one allowed origin instead of "*", and tell caches it varies.
+                    headers = [
+                        (k, origin.encode() if k.lower() == b"access-control-allow-origin" else v)
+                        for k, v in headers
+                    ]
+                    headers.append((b"vary", b"Origin"))
                 names = {k.lower() for k, _ in headers}
-                for name, value in (
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", CSP.encode()),
-                ):
-                    if name not in names:
-                        headers.append((name, value))
+                headers.extend((k, v) for k, v in defaults if k not in names)
                 if not existing:
                     cookie = f"{CSRF_COOKIE}={token}; Path=/; SameSite=Lax"
-                    if self.secure:
+                    if self.secure or https:
                         cookie += "; Secure"
                     headers.append((b"set-cookie", cookie.encode()))
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def secure_cookies(request: Request) -> bool:
+    """Cookies get the Secure flag when configured (HELPDESK_SECURE_COOKIES) or when this
+    request came over https."""
+    return bool(request.app.state.settings.secure_cookies) or is_https(request.scope)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def _cookie(scope: Scope, name: str) -> str | None:

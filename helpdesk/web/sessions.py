@@ -2,41 +2,101 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from helpdesk import auth
+from helpdesk.config import Settings
 from helpdesk.errors import InvalidInput, Unauthorized
 from helpdesk.i18n import SUPPORTED
+from helpdesk.identities import normalize_email
 from helpdesk.web.forms import json_object, text_field
 from helpdesk.web.render import render, user_json
-from helpdesk.web.security import ANY_STAFF, SESSION_COOKIE, check_csrf, requires
+from helpdesk.web.security import (
+    ANY_STAFF,
+    SESSION_COOKIE,
+    check_csrf,
+    requires,
+    secure_cookies,
+)
 
 
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _login(request: Request, email: str, password: str) -> tuple[str, int]:
+class SecondFactorNeeded(Exception):
+    """The password was right and the account has TOTP on: ask for the code next."""
+
+    def __init__(self, pending: str) -> None:
+        self.pending = pending
+
+
+async def _login(
+    request: Request, email: str, password: str, totp: str | None = None
+) -> tuple[str, int]:
     settings = request.app.state.settings
     async with request.app.state.db.unit_of_work() as session:
-        user = await auth.authenticate(
+        result = await auth.authenticate(
             session,
             email,
             password,
             _client_address(request),
             max_failures=settings.login_max_failures,
             window_seconds=settings.login_window_seconds,
+            totp=totp,
         )
-        token = (
-            auth.issue_token(user, settings.secret_key, settings.token_ttl_seconds)
-            if user
+        token = _token_for(result, settings)
+        pending = (
+            auth.issue_pending_login(await _user_by_email(session, email), settings.secret_key)
+            if result is auth.TOTP_REQUIRED
             else None
         )
-    if token is None:  # the failure row is committed above before we answer
+    # Failure rows are committed above, before we answer.
+    if pending is not None:
+        raise SecondFactorNeeded(pending)
+    return _answer(result, token, settings)
+
+
+async def _login_second_step(request: Request, pending: str, code: str) -> tuple[str, int]:
+    settings = request.app.state.settings
+    async with request.app.state.db.unit_of_work() as session:
+        result = await auth.authenticate_second_factor(
+            session,
+            pending,
+            code,
+            _client_address(request),
+            settings.secret_key,
+            max_failures=settings.login_max_failures,
+            window_seconds=settings.login_window_seconds,
+        )
+        token = _token_for(result, settings)
+    return _answer(result, token, settings)
+
+
+def _token_for(result: auth.User | auth.Refusal | None, settings: Settings) -> str | None:
+    if not isinstance(result, auth.User):
+        return None
+    return auth.issue_token(result, settings.secret_key, settings.token_ttl_seconds)
+
+
+def _answer(
+    result: auth.User | auth.Refusal | None, token: str | None, settings: Settings
+) -> tuple[str, int]:
+    if token is None:
+        if isinstance(result, auth.Refusal):
+            raise Unauthorized(result.message, field="totp")
         raise Unauthorized("wrong email or password")
     return token, settings.token_ttl_seconds
+
+
+async def _user_by_email(session: AsyncSession, email: str) -> auth.User:
+    user = await session.scalar(select(auth.User).where(auth.User.email == normalize_email(email)))
+    assert user is not None  # it has just authenticated
+    return user
 
 
 def _safe_next(target: str | None) -> str:
@@ -51,19 +111,25 @@ async def login_page(request: Request) -> Response:
 
 
 async def login_submit(request: Request) -> Response:
+    """Step one: email and password. Step two, for accounts with TOTP on: the code, with the
+    signed proof of step one (`pending`) instead of the password."""
     await check_csrf(request)
     form = await request.form()
     email, password = str(form.get("email", "")), str(form.get("password", ""))
+    pending, code = str(form.get("pending", "")), str(form.get("totp", ""))
     target = _safe_next(str(form.get("next", "")))
     try:
-        token, ttl = await _login(request, email, password)
+        if pending:
+            token, ttl = await _login_second_step(request, pending, code)
+        else:
+            token, ttl = await _login(request, email, password)
+    except SecondFactorNeeded as step:
+        return render(request, "login.html", {"next": target, "pending": step.pending})
     except Unauthorized as exc:
-        return render(
-            request,
-            "login.html",
-            {"next": target, "email": email, "error": exc.message},
-            status=401,
-        )
+        context = {"next": target, "email": email, "error": exc.message}
+        if pending and exc.field == "totp":  # a wrong code: ask again, same step
+            context["pending"] = pending
+        return render(request, "login.html", context, status=401)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -71,7 +137,7 @@ async def login_submit(request: Request) -> Response:
         max_age=ttl,
         httponly=True,
         samesite="lax",
-        secure=request.app.state.settings.secure_cookies,
+        secure=secure_cookies(request),
     )
     return response
 
@@ -111,7 +177,11 @@ async def api_token(request: Request) -> JSONResponse:
     data = await json_object(request, max_bytes=10_000)
     email = text_field(data, "email", required=True, max_len=320) or ""
     password = text_field(data, "password", required=True, max_len=1000) or ""
-    token, ttl = await _login(request, email, password)
+    totp = text_field(data, "totp", max_len=16)
+    try:
+        token, ttl = await _login(request, email, password, totp)
+    except SecondFactorNeeded:
+        raise Unauthorized(auth.TOTP_REQUIRED.message, field="totp") from None
     return JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": ttl})
 
 

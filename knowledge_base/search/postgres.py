@@ -516,7 +516,7 @@ class _Plan:
                 "near AS MATERIALIZED (SELECT id, rank, word_similarity(:q, title) AS similarity"
                 " FROM near_rows LIMIT :extras)",
             ]
-            sources.append("SELECT id, rank, similarity, NULL FROM near")
+            sources.append("SELECT id, rank, similarity, NULL::boolean AS in_title FROM near")
         if self.substring:
             condition = "(" + " OR ".join(self.substring) + ")"
             in_title = f"{self.substring[0]} AS in_title"
@@ -525,7 +525,7 @@ class _Plan:
                 "partial AS MATERIALIZED (SELECT id, rank, in_title FROM partial_rows"
                 " LIMIT :extras)",
             ]
-            sources.append("SELECT id, rank, NULL, in_title FROM partial")
+            sources.append("SELECT id, rank, NULL::float8 AS similarity, in_title FROM partial")
         union = " UNION ALL ".join(f"({source})" for source in sources)
         ctes.append(
             "candidates AS MATERIALIZED (SELECT id, max(rank) AS rank,"
