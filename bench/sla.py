@@ -1298,16 +1298,21 @@ async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: in
         print("\n".join(timed_lines("board over HTTP, ms (one client, sequential)", lags[0].http)))
     for r in lags:
         print("\n".join(lag_lines(r, args)))
-    board_p99 = [fanout.pct(r.ms, 99) for r in board_rows if r.ms]
+    # The aim is judged on what the board's endpoints call (board_snapshot_on); the
+    # one-connection rows above show what running the parts one after another costs.
+    board_p99 = [
+        fanout.pct(r.ms, 99) for r in board_rows if r.ms and r.label.startswith("board_snapshot_on")
+    ]
     print()
     if board_p99:
         worst = max(board_p99)
         print(
             f"aims: board p99 {worst:.1f} ms {'<' if worst < AIM_BOARD_MS else '>='} "
-            f"{AIM_BOARD_MS:g} ms (slowest of the in-process calls)"
+            f"{AIM_BOARD_MS:g} ms (board_snapshot_on, as the endpoints call it; slowest scope)"
         )
     print(
-        "Board: each call is its own unit of work on one pooled connection, in this process. "
+        "Board: each call is its own unit of work on one pooled connection, in this process "
+        "(board_snapshot_on: three units of work on three connections, at once). "
         "Lag: time.time() when the frame arrived on the bench's socket minus the clock's "
         "warning_at or deadline_at (one machine, one clock); 'due -> worker pass' is the "
         "worker's recorded warned_at / breach_fired_at (the `now` of the pass that fired it) "
