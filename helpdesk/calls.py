@@ -214,7 +214,16 @@ async def _apply_ring(session: AsyncSession, call: Call, event: CallEvent, regio
     if new and call.state == "ringing":
         card = await screen_pop_card(session, call, region, matches)
         await events.publish(session, events.Event("screen_pop", card, users=tuple(new)))
+        await _announce_ringing(session, call)
     return Applied(call, duplicate=False)
+
+
+async def _announce_ringing(session: AsyncSession, call: Call) -> None:
+    """Supervisors' boards count ringing calls live: they hear of each new ring (the agents
+    it rings at have the screen-pop, and must not get a second frame for it)."""
+    await events.publish(
+        session, events.Event("call_update", call_json(call), roles=("supervisor", "admin"))
+    )
 
 
 def _named(names: tuple[str, ...]):  # type: ignore[no-untyped-def]
@@ -245,6 +254,7 @@ async def _ring(
         session,
         events.Event("screen_pop", card, users=tuple(a.id for a in new)),
     )
+    await _announce_ringing(session, call)
 
 
 async def _answer(session: AsyncSession, call: Call, agents: list[User], at: datetime) -> None:

@@ -159,16 +159,19 @@ async def test_screen_pop_card_for_one_several_unknown_and_withheld_callers(clie
 
 async def test_the_screen_pop_goes_only_to_the_ringing_agents(client, agent, make_staff, db, app):
     other = await make_staff("agent", extension="202")
+    boss = await make_staff("supervisor")
     hub = app.state.hub
     mine = hub.register(agent.user.id, "agent", "jti-a")
     theirs = hub.register(other.user.id, "agent", "jti-b")
+    board = hub.register(boss.user.id, "supervisor", "jti-c")
     try:
         await _customer(client, agent)
         await _post(client, _ev("ring", call_id="s1", agent="201"))
-        # A committed marker for both proves everything before it has been dispatched.
+        # A committed marker for all proves everything before it has been dispatched.
         async with db.unit_of_work() as session:
             await events.publish(
-                session, events.Event("marker", {}, users=(agent.user.id, other.user.id))
+                session,
+                events.Event("marker", {}, users=(agent.user.id, other.user.id, boss.user.id)),
             )
         import asyncio
         import json
@@ -181,11 +184,14 @@ async def test_the_screen_pop_goes_only_to_the_ringing_agents(client, agent, mak
                 if f["type"] == "marker":
                     return out
 
-        assert "screen_pop" in await frames(mine)
+        assert await frames(mine) == ["screen_pop", "marker"]  # the pop, not a second frame
         assert "screen_pop" not in await frames(theirs)
+        # a supervisor's board hears of the ring (to count it live), without a pop
+        assert await frames(board) == ["call_update", "marker"]
     finally:
         hub.unregister(mine)
         hub.unregister(theirs)
+        hub.unregister(board)
 
 
 async def test_zammad_generic_cti_form_and_path_token(client, agent):
