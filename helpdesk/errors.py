@@ -51,6 +51,11 @@ class Conflict(DeskError):
     code = "conflict"
 
 
+class LengthRequired(DeskError):
+    status = 411
+    code = "length_required"
+
+
 class PayloadTooLarge(DeskError):
     status = 413
     code = "too_large"

@@ -284,3 +284,23 @@ async def test_supervisors_see_team_presence_on_their_home(client, supervisor, a
     assert 'id="team-presence"' in home.text
     assert f'data-presence-of="{agent.user.id}" data-status="offline"' in home.text
     assert "オフライン" in home.text
+
+
+async def test_a_form_post_over_the_limit_or_without_a_length_is_refused_unread(
+    client, agent, signed_in
+):
+    from helpdesk.web.app import FORM_BYTES
+
+    huge = {"csrf_token": signed_in, "body": "x" * (FORM_BYTES + 1)}
+    r = await client.post("/cases/1/notes", data=huge)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+    async def chunks():
+        yield b"csrf_token=" + signed_in.encode() + b"&body=hello"
+
+    r = await client.post(
+        "/cases/1/notes",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 411 and r.json()["error"]["code"] == "length_required"
