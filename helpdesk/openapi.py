@@ -22,6 +22,7 @@ ERROR_STATUSES = {
     "404": "no such resource",
     "405": "the path exists, but not for this method (e.g. a slug where an id belongs)",
     "409": "conflict with the current state",
+    "411": "a form or upload sent without a Content-Length",
     "413": "the body is larger than the endpoint accepts",
     "422": "validation failed; `field` names the offending input",
     "429": "rate limited; see Retry-After",
@@ -116,6 +117,8 @@ def _op(
         needed.discard("403")
     if body is None:
         needed.discard("413")
+    elif body_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        needed.add("411")  # forms are refused unread without a length (web/forms.FormBodyLimit)
     for code in sorted(needed):
         responses[code] = {"$ref": f"#/components/responses/E{code}"}
     op["responses"] = responses

@@ -401,7 +401,7 @@ async def test_the_agent_api_lists_transfers_uploads_and_replies(server, db, mak
             headers={"X-Chat-Token": token, "Content-Type": "multipart/form-data; boundary=x"},
             content=chunks(),
         )
-        assert unsized.status_code == 400 and "Content-Length" in unsized.json()["error"]["message"]
+        assert unsized.status_code == 411 and "Content-Length" in unsized.json()["error"]["message"]
         unread = (await http.get("/api/chats", headers=_auth(holder))).json()["active"][0]
         assert unread["unread"] == 1
         # a reply from the case page goes into the chat
