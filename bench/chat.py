@@ -89,7 +89,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
 import psutil
 
-from helpdesk import migrations
 from helpdesk.chat import MESSAGES_PER_10S
 from helpdesk.db import Database
 
@@ -1186,13 +1185,7 @@ def phase_report(p: Phase, chats: int, header: str) -> list[str]:
 
 
 async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: int | None) -> None:
-    db = Database.from_url(url, pool_size=2)
-    try:
-        t = time.perf_counter()
-        await migrations.upgrade(db.engine)
-        migrate_s = time.perf_counter() - t
-    finally:
-        await db.dispose()
+    migrate_s = await fanout.migrate(url)
     t = time.perf_counter()
     agents, supervisor = await fanout.create_staff(url, args.agents)
     await set_capacity(url, args.capacity)

@@ -81,8 +81,6 @@ import httpx
 import lookup
 import psutil
 
-from helpdesk import migrations
-from helpdesk.db import Database
 from helpdesk.embedded_pg import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1359,11 +1357,7 @@ def report(
 
 
 async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: int | None) -> None:
-    db = Database.from_url(url, pool_size=2)
-    try:
-        await migrations.upgrade(db.engine)
-    finally:
-        await db.dispose()
+    await fanout.migrate(url)
     corpus = load_corpus()
     n_senders = args.senders or max(20, args.messages // 5)
     print(f"planning {args.messages:,} messages from {n_senders:,} senders ...", flush=True)

@@ -862,14 +862,19 @@ async def make_database(work_dir: Path):  # type: ignore[no-untyped-def]
     return url, stop, server.postmaster_pid()
 
 
-async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: int | None) -> None:
+async def migrate(url: str) -> float:
+    """Bring the bench's database to the current schema; returns the seconds it took."""
     db = Database.from_url(url, pool_size=2)
     try:
         t = time.perf_counter()
         await migrations.upgrade(db.engine)
-        migrate_s = time.perf_counter() - t
+        return time.perf_counter() - t
     finally:
         await db.dispose()
+
+
+async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: int | None) -> None:
+    migrate_s = await migrate(url)
     t = time.perf_counter()
     agents, supervisor = await create_staff(url, args.agents)
     staff_s = time.perf_counter() - t

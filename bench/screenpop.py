@@ -56,7 +56,6 @@ import fanout
 import httpx
 import lookup
 
-from helpdesk import migrations
 from helpdesk.db import Database
 
 CTI_TOKEN = "bench-cti-token"
@@ -601,11 +600,7 @@ def report(phases: list[Phase]) -> str:
 
 
 async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: int | None) -> None:
-    db = Database.from_url(url, pool_size=2)
-    try:
-        await migrations.upgrade(db.engine)
-    finally:
-        await db.dispose()
+    await fanout.migrate(url)
     print(f"generating and loading {args.customers:,} customers ...", flush=True)
     t = time.perf_counter()
     ds = lookup.generate(args.customers, args.seed)

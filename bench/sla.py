@@ -83,7 +83,7 @@ import httpx
 import psutil
 from sqlalchemy import event
 
-from helpdesk import auth, metrics, migrations, sla
+from helpdesk import auth, metrics, sla
 from helpdesk.business_time import BusinessCalendar, parse_weekly
 from helpdesk.db import Database
 
@@ -1245,11 +1245,7 @@ def lag_lines(r: LagResult, args: argparse.Namespace) -> list[str]:
 
 
 async def run(args: argparse.Namespace, url: str, work_dir: Path, postmaster: int | None) -> None:
-    db = Database.from_url(url, pool_size=2)
-    try:
-        await migrations.upgrade(db.engine)
-    finally:
-        await db.dispose()
+    await fanout.migrate(url)
     print(f"seeding {args.cases:,} cases ({args.open:,} open) ...", flush=True)
     load_before = os.getloadavg()
     seeded = await seed(url, args)
