@@ -54,7 +54,20 @@ def normalize_phone(raw: str, region: str = "JP") -> str:
             best = number
     if best is None:
         raise InvalidInput(f"not a phone number: {raw!r}", field="phone")
-    return phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(best) and not _round_trips(e164):
+        # Only "possible" and kept by its leading zeros (0000000000 -> +81000000000, which
+        # reads back as +8100000000): a stored form must stay itself when normalized again.
+        raise InvalidInput(f"not a phone number: {raw!r}", field="phone")
+    return e164
+
+
+def _round_trips(e164: str) -> bool:
+    try:
+        again = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) == e164
 
 
 def format_phone(e164: str, region: str = "JP") -> str:
