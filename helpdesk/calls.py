@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cti.events import CallEvent
-from helpdesk import cases, customers, events, presence, sla
+from helpdesk import cases, customers, events, presence, sla, visibility
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import (
     WITHHELD,
@@ -111,7 +111,7 @@ _CALL_UPSERT = _CALL_INSERT.on_conflict_do_update(
 )
 _CALL_UPSERT_ROW = _CALL_UPSERT.returning(*_CALLS.c)
 _CALL_UPSERT_ORM = _CALL_UPSERT.returning(Call)
-_AGENT_IDS = select(User.id).where(
+_AGENT_IDS = select(User.id, User.role, User.team_id).where(
     User.is_active,
     or_(
         User.extension == any_(bindparam("names", type_=ARRAY(Text))),
@@ -183,11 +183,14 @@ async def _apply_ring(session: AsyncSession, call: Call, event: CallEvent, regio
     row as the upsert returned it), no unit of work. What it does is `_ring`'s."""
     names = [n.strip() for n in event.agents if n.strip()]
     agent_ids: list[int] = []
+    teams: dict[int, int | None] = {}
     if names:
-        found = await session.scalars(
+        found = await session.execute(
             _AGENT_IDS, {"names": names, "lowered": [n.lower() for n in names]}
         )
-        agent_ids = list(found.all())
+        for row in found.all():
+            agent_ids.append(row.id)
+            teams[row.id] = None if row.role == "admin" else row.team_id
     if event.agents and not agent_ids:
         log.info("call %s: no active agent matches %s", event.call_id, list(event.agents))
     changes: dict[str, Any] = {}
@@ -212,10 +215,28 @@ async def _apply_ring(session: AsyncSession, call: Call, event: CallEvent, regio
             },
         )
     if new and call.state == "ringing":
-        card = await screen_pop_card(session, call, region, matches)
-        await events.publish(session, events.Event("screen_pop", card, users=tuple(new)))
+        await _pop(session, call, region, matches, {uid: teams[uid] for uid in new})
         await _announce_ringing(session, call)
     return Applied(call, duplicate=False)
+
+
+async def _pop(
+    session: AsyncSession,
+    call: Call,
+    region: str,
+    matches: list[PhoneMatch] | None,
+    agent_teams: dict[int, int | None],
+) -> None:
+    """Push the screen-pop to the ringing agents, one card per team they are limited to
+    (helpdesk/visibility.py): a call ringing in one queue makes one card, as before."""
+    by_team: dict[int | None, list[int]] = {}
+    for uid, team in agent_teams.items():
+        by_team.setdefault(team, []).append(uid)
+    for team, uids in by_team.items():
+        card = await screen_pop_card(
+            session, call, region, matches, team=team, user_ids=tuple(uids)
+        )
+        await events.publish(session, events.Event("screen_pop", card, users=tuple(uids)))
 
 
 async def _announce_ringing(session: AsyncSession, call: Call) -> None:
@@ -249,11 +270,7 @@ async def _ring(
     call.ringing_user_ids = [*(call.ringing_user_ids or []), *(a.id for a in new)]
     if call.state != "ringing":
         return  # a late ring for a call already answered or over: nothing to pop
-    card = await screen_pop_card(session, call, region, matches)
-    await events.publish(
-        session,
-        events.Event("screen_pop", card, users=tuple(a.id for a in new)),
-    )
+    await _pop(session, call, region, matches, {a.id: visibility.limited_team(a) for a in new})
     await _announce_ringing(session, call)
 
 
@@ -403,9 +420,16 @@ async def _withdraw_callback(session: AsyncSession, call: Call) -> None:
 
 
 async def screen_pop_card(
-    session: AsyncSession, call: Call, region: str, matches: list[PhoneMatch] | None = None
+    session: AsyncSession,
+    call: Call,
+    region: str,
+    matches: list[PhoneMatch] | None = None,
+    *,
+    team: int | None = None,
+    user_ids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """What the ringing agent sees: one customer, a chooser, or an unknown caller."""
+    """What the ringing agent sees: one customer, a chooser, or an unknown caller; with
+    `team`, only the cases that team (and `user_ids`, by assignment) may see."""
     base: dict[str, Any] = {
         "call": call_json(call),
         "number": format_phone(call.customer_number, region) if call.customer_number else None,
@@ -431,7 +455,9 @@ async def screen_pop_card(
     return {
         **base,
         "match": "one",
-        "customers": [await customer_card(session, matches[0].customer_id)],
+        "customers": [
+            await customer_card(session, matches[0].customer_id, team=team, user_ids=user_ids)
+        ],
     }
 
 
@@ -470,6 +496,8 @@ _CARD_SQL = sql_text(
                    LIMIT 1)) ORDER BY o.updated_at DESC)
         FROM (SELECT * FROM cases
               WHERE customer_id = c.id AND status = ANY(:open_statuses)
+                AND (CAST(:team AS integer) IS NULL OR team_id IS NULL OR team_id = :team
+                     OR assignee_id = ANY(:uids))
               ORDER BY updated_at DESC LIMIT 10) o), '[]'::json),
       'recent', COALESCE((
         SELECT json_agg(json_build_object(
@@ -480,6 +508,11 @@ _CARD_SQL = sql_text(
                ORDER BY r.occurred_at DESC, r.id DESC)
         FROM (SELECT * FROM interactions
               WHERE customer_id = c.id AND kind <> 'system'
+                AND (CAST(:team AS integer) IS NULL OR case_id IS NULL OR case_id IN (
+                       SELECT h.id FROM cases h
+                       WHERE h.customer_id = c.id
+                         AND (h.team_id IS NULL OR h.team_id = :team
+                              OR h.assignee_id = ANY(:uids))))
               ORDER BY occurred_at DESC, id DESC LIMIT :recent) r), '[]'::json)
     )
     FROM customers c WHERE c.id = :id
@@ -487,8 +520,16 @@ _CARD_SQL = sql_text(
 )
 
 
-async def customer_card(session: AsyncSession, customer_id: int) -> dict[str, Any]:
+async def customer_card(
+    session: AsyncSession,
+    customer_id: int,
+    *,
+    team: int | None = None,
+    user_ids: tuple[int, ...] = (),
+) -> dict[str, Any]:
     """The screen-pop card: who they are, how to reach them, what is open, what happened.
+    With `team`, another team's cases (and their interactions) are left out, except those
+    assigned to one of `user_ids` (helpdesk/visibility.py).
 
     Each open case carries its most pressing SLA clock as `sla` (`clock`, `state` one of
     active|at_risk|paused|breached, `deadline_at`), or null when no policy applies.
@@ -499,6 +540,8 @@ async def customer_card(session: AsyncSession, customer_id: int) -> dict[str, An
             "id": customer_id,
             "open_statuses": list(cases.OPEN_STATUSES),
             "recent": LAST_INTERACTIONS,
+            "team": team,
+            "uids": list(user_ids),
         },
     )
     if card is None:
@@ -549,6 +592,7 @@ async def attach(
     customer_id: int | None = None,
     case_id: int | None = None,
     new_case_subject: str | None = None,
+    scope: visibility.Scope | None = None,
 ) -> Call:
     """Tie a call to a customer (chosen from the chooser, or just created) and a case
     (an open one, or a new one); an ended call's timeline entry follows."""
@@ -568,6 +612,7 @@ async def attach(
         case = await session.get(Case, case_id)
         if case is None:
             raise InvalidInput(f"no case {case_id}", field="case_id")
+        visibility.check(scope, case)
         if call.customer_id is not None and case.customer_id != call.customer_id:
             raise Conflict("that case belongs to another customer", field="case_id")
         call.customer_id = case.customer_id

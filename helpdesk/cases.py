@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from helpdesk import events, sla
+from helpdesk import events, sla, visibility
 from helpdesk.errors import Conflict, Forbidden, InvalidInput, NotFound
 from helpdesk.identities import fold_text
 from helpdesk.interactions import add_interaction
@@ -156,11 +156,15 @@ async def announce(
             },
             users=tuple(sorted(users)),
             topics=(f"case:{case.id}", f"customer:{case.customer_id}", "queue"),
+            team=case.team_id,
         ),
     )
 
 
-async def get_case(session: AsyncSession, case_id: int) -> Case:
+async def get_case(
+    session: AsyncSession, case_id: int, *, scope: visibility.Scope | None = None
+) -> Case:
+    """The case with its customer, assignee and team; 403 when `scope` may not see it."""
     case = await session.get(
         Case,
         case_id,
@@ -173,11 +177,17 @@ async def get_case(session: AsyncSession, case_id: int) -> Case:
     )
     if case is None:
         raise NotFound(f"case {case_id} not found")
+    visibility.check(scope, case)
     return case
 
 
 async def update_case(
-    session: AsyncSession, case_id: int, changes: dict[str, object], *, actor_user_id: int | None
+    session: AsyncSession,
+    case_id: int,
+    changes: dict[str, object],
+    *,
+    actor_user_id: int | None,
+    scope: visibility.Scope | None = None,
 ) -> Case:
     """Change status, priority, assignee, team or tags; illegal transitions are a Conflict.
 
@@ -194,6 +204,7 @@ async def update_case(
     case = await session.get(Case, case_id, with_for_update=True)
     if case is None:
         raise NotFound(f"case {case_id} not found")
+    visibility.check(scope, case)
     notes: list[str] = []
     now = datetime.now(UTC)
     previous_assignee_id = case.assignee_id
@@ -270,7 +281,12 @@ async def update_case(
 
 
 async def add_note(
-    session: AsyncSession, case_id: int, body: str, *, author_user_id: int
+    session: AsyncSession,
+    case_id: int,
+    body: str,
+    *,
+    author_user_id: int,
+    scope: visibility.Scope | None = None,
 ) -> tuple[Case, object]:
     text = (body or "").strip()
     if not text:
@@ -278,6 +294,7 @@ async def add_note(
     case = await session.get(Case, case_id)
     if case is None:
         raise NotFound(f"case {case_id} not found")
+    visibility.check(scope, case)
     note = await add_interaction(
         session,
         customer_id=case.customer_id,
@@ -303,6 +320,7 @@ async def claim_for_reply(session: AsyncSession, case_id: int, user: User) -> Ca
     case = await session.get(Case, case_id, with_for_update=True)
     if case is None:
         raise NotFound(f"case {case_id} not found")
+    visibility.check(visibility.scope_for(user), case)
     if case.assignee_id == user.id or user.role in ("supervisor", "admin"):
         return case
     if case.assignee_id is not None:
@@ -323,10 +341,14 @@ class CaseFilter:
     team_id: int | None = None
     customer_id: int | None = None
     q: str | None = None
+    # Whose eyes: another team's cases are left out (helpdesk/visibility.py).
+    scope: visibility.Scope | None = None
 
 
 def _filtered(f: CaseFilter) -> Select[tuple[Case]]:
     stmt = select(Case).options(selectinload(Case.customer), selectinload(Case.assignee))
+    if f.scope is not None:
+        stmt = stmt.where(visibility.cases_clause(f.scope))
     if f.status:
         stmt = stmt.where(Case.status.in_(f.status))
     if f.unassigned:

@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from helpdesk import cases, events, presence, sla
+from helpdesk import cases, events, presence, sla, visibility
 from helpdesk.config import Settings
 from helpdesk.customers import CustomerInput, IdentityInput, add_identity, create_customer
 from helpdesk.errors import Conflict, DeskError, Forbidden, InvalidInput, NotFound
@@ -584,9 +584,12 @@ async def typing(session: AsyncSession, conv: ChatConversation, *, sender: str, 
 
 
 def _check_may_see(conv: ChatConversation, user: User) -> None:
-    if user.role in ("supervisor", "admin"):
+    if conv.agent_id == user.id or conv.offered_to == user.id:
         return
-    if conv.agent_id == user.id or conv.offered_to == user.id or conv.state in WAITING:
+    scope = visibility.scope_for(user)
+    if scope is not None and not scope.sees(conv.team_id, conv.agent_id):
+        raise Forbidden("this chat belongs to another team")
+    if user.role in ("supervisor", "admin") or conv.state in WAITING:
         return
     raise Forbidden("this chat is another agent's")
 
@@ -1031,8 +1034,14 @@ async def lists_for(session: AsyncSession, user: User) -> dict[str, list[dict[st
             ChatConversation.accepted_at
         )
     )
+    waiting_where = [ChatConversation.state.in_(WAITING)]
+    scope = visibility.scope_for(user)
+    if scope is not None:  # another team's queue is not theirs to see
+        waiting_where.append(
+            or_(ChatConversation.team_id.is_(None), ChatConversation.team_id == scope.team_id)
+        )
     waiting = await session.execute(
-        q.where(ChatConversation.state.in_(WAITING)).order_by(ChatConversation.queued_at).limit(200)
+        q.where(*waiting_where).order_by(ChatConversation.queued_at).limit(200)
     )
     return {
         "offered": [_summary(r) for r in offered.all()],
@@ -1092,6 +1101,7 @@ async def _announce_state(
                 "by": by,
             },
             topics=(f"chat:{conv.id}",),
+            team=conv.team_id,
         ),
     )
     # Staff: the agents concerned and the supervisors. Other agents' panels refresh their
@@ -1105,6 +1115,7 @@ async def _announce_state(
             {"conversation": await summary(session, conv.id), "state": conv.state, "by": by},
             users=tuple(sorted(u for u in concerned if u is not None)),
             roles=("supervisor", "admin"),
+            team=conv.team_id,
         ),
     )
 

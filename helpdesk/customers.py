@@ -11,7 +11,7 @@ from sqlalchemy import and_, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from helpdesk import audit, sla
+from helpdesk import audit, sla, visibility
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import (
     fold_text,
@@ -219,12 +219,18 @@ class CustomerCard:
     merged_into_id: int | None
 
 
-async def customer_card(session: AsyncSession, customer_id: int) -> CustomerCard:
+async def customer_card(
+    session: AsyncSession, customer_id: int, *, scope: visibility.Scope | None = None
+) -> CustomerCard:
     customer = await get_customer(session, customer_id)
     open_cases = (
         await session.scalars(
             select(Case)
-            .where(Case.customer_id == customer_id, Case.status.in_(OPEN_STATUSES))
+            .where(
+                Case.customer_id == customer_id,
+                Case.status.in_(OPEN_STATUSES),
+                visibility.cases_clause(scope),
+            )
             .order_by(Case.updated_at.desc())
             .limit(50)
         )

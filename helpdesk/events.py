@@ -38,6 +38,10 @@ class Event:
     Recipients are the union of `users` (their every socket), `roles` (every socket of a
     user with that role) and `topics` (sockets that asked to watch, such as `case:42` for
     an open case page or `queue` for the agent home).
+
+    `team` marks an event about a case of that team: sockets of users limited to another
+    team (helpdesk/visibility.py) do not get it through a role or a topic, only when they
+    are named in `users` (the case's assignee).
     """
 
     type: str
@@ -45,10 +49,11 @@ class Event:
     users: tuple[int, ...] = ()
     roles: tuple[str, ...] = ()
     topics: tuple[str, ...] = ()
+    team: int | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def envelope(self) -> dict[str, Any]:
-        return {
+        envelope = {
             "id": self.id,
             "type": self.type,
             "data": self.data,
@@ -57,6 +62,9 @@ class Event:
             "topics": list(self.topics),
             "at": datetime.now(UTC).isoformat(),
         }
+        if self.team is not None:
+            envelope["team"] = self.team
+        return envelope
 
 
 def encode(envelope: dict[str, Any]) -> str:

@@ -62,6 +62,8 @@ class Connection:
     role: str
     jti: str
     queue_size: int = 256
+    # The one team whose case events this socket may get (helpdesk/visibility.py); None: all.
+    team_id: int | None = None
     topics: set[str] = field(default_factory=set)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     overflows: int = 0
@@ -236,6 +238,10 @@ class Hub:
             targets |= self._by_role.get(role, set())
         for topic in envelope.get("topics", ()):
             targets |= self._by_topic.get(topic, set())
+        team = envelope.get("team")
+        if team is not None and targets:
+            named = set(envelope.get("users", ()))
+            targets = {c for c in targets if c.team_id in (None, team) or c.user_id in named}
         if not targets:
             return 0
         kind = envelope["type"]
@@ -253,8 +259,10 @@ class Hub:
 
     # -- registry ----------------------------------------------------------------------------
 
-    def register(self, user_id: int, role: str, jti: str) -> Connection:
-        conn = Connection(user_id, role, jti, queue_size=self.queue_size)
+    def register(
+        self, user_id: int, role: str, jti: str, *, team_id: int | None = None
+    ) -> Connection:
+        conn = Connection(user_id, role, jti, queue_size=self.queue_size, team_id=team_id)
         self._by_user[user_id].add(conn)
         self._by_role[role].add(conn)
         return conn

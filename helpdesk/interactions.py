@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import nh3
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from helpdesk import visibility
 from helpdesk.errors import InvalidInput, NotFound
 from helpdesk.models import DIRECTIONS, INTERACTION_KINDS, Attachment, Case, Customer, Interaction
 from helpdesk.pagination import Page, newest_first
@@ -95,21 +96,34 @@ def _timeline_query(where: Any) -> Select[tuple[Interaction]]:
 
 
 async def customer_timeline(
-    session: AsyncSession, customer_id: int, *, limit: int = 50, cursor: str | None = None
+    session: AsyncSession,
+    customer_id: int,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    scope: visibility.Scope | None = None,
 ) -> Page[Interaction]:
-    """Everything that happened with a customer, on every channel, newest first."""
+    """Everything that happened with a customer, on every channel, newest first (without
+    the cases of teams `scope` may not see)."""
     if await session.get(Customer, customer_id) is None:
         raise NotFound(f"customer {customer_id} not found")
-    return await _page(
-        session, _timeline_query(Interaction.customer_id == customer_id), limit, cursor
-    )
+    where = Interaction.customer_id == customer_id
+    if scope is not None:
+        where = and_(where, visibility.interactions_clause(scope))
+    return await _page(session, _timeline_query(where), limit, cursor)
 
 
 async def case_timeline(
-    session: AsyncSession, case_id: int, *, limit: int = 50, cursor: str | None = None
+    session: AsyncSession,
+    case_id: int,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    scope: visibility.Scope | None = None,
 ) -> Page[Interaction]:
     if await session.get(Case, case_id) is None:
         raise NotFound(f"case {case_id} not found")
+    await visibility.check_case_id(session, scope, case_id)
     return await _page(session, _timeline_query(Interaction.case_id == case_id), limit, cursor)
 
 
@@ -179,12 +193,16 @@ def attachment_path(attachments_dir: Path, digest: str) -> Path:
     return attachments_dir / digest[:2] / digest[2:4] / digest
 
 
-async def get_attachment(session: AsyncSession, attachment_id: int) -> Attachment:
+async def get_attachment(
+    session: AsyncSession, attachment_id: int, *, scope: visibility.Scope | None = None
+) -> Attachment:
     attachment = await session.get(
         Attachment, attachment_id, options=[selectinload(Attachment.interaction)]
     )
     if attachment is None:
         raise NotFound(f"attachment {attachment_id} not found")
+    if attachment.interaction is not None and attachment.interaction.case_id is not None:
+        await visibility.check_case_id(session, scope, attachment.interaction.case_id)
     return attachment
 
 

@@ -18,7 +18,7 @@ Schema = dict[str, Any]
 ERROR_STATUSES = {
     "400": "malformed request: not JSON, not an object, a path id that is no number",
     "401": "no token, or a wrong, expired or revoked one",
-    "403": "the token's role may not do this",
+    "403": "the token's role may not do this, or the case belongs to another team",
     "404": "no such resource",
     "405": "the path exists, but not for this method (e.g. a slug where an id belongs)",
     "409": "conflict with the current state",

@@ -7,8 +7,8 @@ fails that test, so nothing is reachable by accident.
 
 Enforcement stays where it was: `helpdesk.web.security.requires(*roles)` on each endpoint,
 shared-token checks in the CTI and mail adapters, chat tokens in the chat module. This table
-is the written contract those checks are held to. Row-level rules (which cases an agent may
-open) live in the domain modules and are not expressed here.
+is the written contract those checks are held to. The row-level rule (which team's cases a
+user may see) is `helpdesk/visibility.py`, applied by the domain functions it names.
 """
 
 from __future__ import annotations
@@ -263,8 +263,27 @@ def markdown() -> str:
         "",
         "Admins change settings; supervisors may read the admin pages that hold no secrets",
         "and no audit data (agents, teams, CTI status, mailboxes, canned responses, SLA).",
-        "Row-level rules (which team's cases an agent sees) are enforced in the domain",
-        "modules, not by this table.",
+        "",
+        "## Which cases: the row-level rule",
+        "",
+        "On top of this table, `helpdesk/visibility.py` decides which cases a user sees:",
+        "",
+        "- **admins** see every case;",
+        "- an **agent or supervisor who belongs to a team** sees that team's cases, cases of",
+        "  no team (the shared queue) and cases assigned to them by name;",
+        "- a user of **no team** is not limited (a desk that uses no teams works as before).",
+        "",
+        "Another team's case answers 403 naming the case on every route that takes a case id",
+        "(API, pages, replies, notes, KB suggestions, attaching a call, attachments), and is",
+        "left out of case lists and counts, the customer card and timeline (with its",
+        "interactions), the screen-pop card, search everything, live events (`case_updated`,",
+        "SLA and chat events to sockets of other teams) and the chats waiting list. A",
+        "supervisor of a team watches that team's board only (`team=all` or another team:",
+        "403). `tests/test_visibility.py` walks every case route as team A with team B's case.",
+        "A customer's export and erasure (data-subject requests) cover all their data whatever",
+        "the team: they are supervisor and admin actions, confirmed and audited.",
+        "",
+        "## Which routes: the role matrix",
         "",
         "| method | path | agent | supervisor | admin | anonymous | notes |",
         "| --- | --- | :-: | :-: | :-: | :-: | --- |",

@@ -215,6 +215,7 @@ async def _announce(
             data,
             users=tuple(sorted(u for u in recipients if u is not None)),
             topics=(f"case:{case.id}", "sla"),
+            team=case.team_id,
         ),
     )
 

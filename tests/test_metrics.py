@@ -690,7 +690,9 @@ async def test_the_api_says_precisely_what_is_wrong_with_a_request(
     assert message in error["message"]
 
 
-async def test_a_supervisor_sees_their_own_team_unless_they_ask_for_another(client, make_staff, db):
+async def test_a_team_supervisor_watches_their_own_team_and_admins_every_team(
+    client, make_staff, db
+):
     async with db.unit_of_work() as session:
         osaka = Team(name="Osaka")
         session.add(osaka)
@@ -702,14 +704,18 @@ async def test_a_supervisor_sees_their_own_team_unless_they_ask_for_another(clie
     r = await client.get("/api/sla/board", headers=boss.headers)
     assert [t["name"] for t in r.json()["teams"]] == ["Tokyo"]
     assert r.json()["total"]["open"] == 0
-    r = await client.get("/api/sla/board", params={"team": "all"}, headers=boss.headers)
-    assert [t["name"] for t in r.json()["teams"]] == ["Osaka", "Tokyo"]
-    assert r.json()["total"]["open"] == 1
-    r = await client.get("/api/sla/board", params={"team": osaka_id}, headers=boss.headers)
-    assert [t["name"] for t in r.json()["teams"]] == ["Osaka"]
+    # Another team's board, or all of them, is refused by name (helpdesk/visibility.py).
+    for team in ("all", osaka_id):
+        r = await client.get("/api/sla/board", params={"team": team}, headers=boss.headers)
+        assert r.status_code == 403
+        assert "your own team" in r.json()["error"]["message"]
     admin = await make_staff("admin")
     r = await client.get("/api/sla/board", headers=admin.headers)
     assert r.json()["total"]["open"] == 1  # an admin sees every team
+    r = await client.get("/api/sla/board", params={"team": "all"}, headers=admin.headers)
+    assert [t["name"] for t in r.json()["teams"]] == ["Osaka", "Tokyo"]
+    r = await client.get("/api/sla/board", params={"team": osaka_id}, headers=admin.headers)
+    assert [t["name"] for t in r.json()["teams"]] == ["Osaka"]
 
 
 async def test_the_board_page_and_its_live_region(client, make_staff, db):
@@ -728,13 +734,14 @@ async def test_the_board_page_and_its_live_region(client, make_staff, db):
     assert f'href="/cases/{case.id}"' in html
     assert 'hx-trigger="board-refresh from:body, every 15s"' in html
     assert "style=" not in html  # the CSP allows no inline styles
+    assert 'href="/board?team=all"' not in html  # a team's supervisor watches their team
     fragment = await client.get(
-        "/board", params={"team": "all"}, headers={**boss.headers, "HX-Request": "true"}
+        "/board", params={"team": team.id}, headers={**boss.headers, "HX-Request": "true"}
     )
     assert fragment.status_code == 200
     assert fragment.text.lstrip().startswith('<main id="board"')
     assert "<html" not in fragment.text
-    assert 'hx-get="/board?team=all"' in fragment.text
+    assert f'hx-get="/board?team={team.id}"' in fragment.text
 
 
 async def test_the_board_page_refuses_an_unknown_team(client, supervisor):

@@ -21,7 +21,7 @@ from helpdesk.web.render import (
     identity_json,
     interaction_json,
 )
-from helpdesk.web.security import ANY_STAFF, requires
+from helpdesk.web.security import ANY_STAFF, requires, scope
 
 MAX_UPLOAD_FILES = 10
 
@@ -93,7 +93,7 @@ async def create_customer(request: Request) -> JSONResponse:
 async def get_customer(request: Request) -> JSONResponse:
     customer_id = path_id(request)
     async with request.app.state.db.unit_of_work() as session:
-        card = await customers.customer_card(session, customer_id)
+        card = await customers.customer_card(session, customer_id, scope=scope(request))
         body = customer_json(card.customer, card.identities)
         body["open_cases"] = [case_json(c) for c in card.open_cases]
     return JSONResponse(body)
@@ -136,6 +136,7 @@ async def customer_timeline(request: Request) -> JSONResponse:
             customer_id,
             limit=parse_limit(params.get("limit")),
             cursor=params.get("cursor") or None,
+            scope=scope(request),
         )
         items = [interaction_json(i) for i in page.items]
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
@@ -195,6 +196,7 @@ def case_filter(request: Request) -> cases.CaseFilter:
         f.assignee_id = int_field({"assignee": assignee}, "assignee")
     f.team_id = int_field(dict(params), "team")
     f.customer_id = int_field(dict(params), "customer_id")
+    f.scope = scope(request)
     return f
 
 
@@ -235,7 +237,7 @@ async def get_case(request: Request) -> JSONResponse:
     case_id = path_id(request)
     params = request.query_params
     async with request.app.state.db.unit_of_work() as session:
-        case = await cases.get_case(session, case_id)
+        case = await cases.get_case(session, case_id, scope=scope(request))
         page = await interactions.case_timeline(
             session, case_id, limit=parse_limit(params.get("limit")), cursor=params.get("cursor")
         )
@@ -255,7 +257,9 @@ async def patch_case(request: Request) -> JSONResponse:
     for name in ("status", "priority"):
         text_field(data, name, max_len=16)  # a list or object here is 422, not a crash
     async with request.app.state.db.unit_of_work() as session:
-        case = await cases.update_case(session, case_id, data, actor_user_id=request.state.user.id)
+        case = await cases.update_case(
+            session, case_id, data, actor_user_id=request.state.user.id, scope=scope(request)
+        )
         body = case_json(case)
     return JSONResponse(body)
 
@@ -277,7 +281,9 @@ async def add_note(request: Request) -> JSONResponse:
     else:
         body = text_field(await json_object(request), "body", required=True, max_len=200_000) or ""
     async with request.app.state.db.unit_of_work() as session:
-        _, note = await cases.add_note(session, case_id, body, author_user_id=request.state.user.id)
+        _, note = await cases.add_note(
+            session, case_id, body, author_user_id=request.state.user.id, scope=scope(request)
+        )
         stored = [
             await interactions.store_attachment(
                 session,
@@ -300,7 +306,7 @@ async def download_attachment(request: Request) -> FileResponse:
     attachment_id = path_id(request)
     settings = request.app.state.settings
     async with request.app.state.db.unit_of_work() as session:
-        attachment = await interactions.get_attachment(session, attachment_id)
+        attachment = await interactions.get_attachment(session, attachment_id, scope=scope(request))
     path = interactions.attachment_path(settings.attachments_dir, attachment.sha256)
     if not path.exists():
         raise NotFound(f"the file of attachment {attachment_id} is missing from storage")

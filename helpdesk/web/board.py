@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from helpdesk import metrics
+from helpdesk import metrics, visibility
 from helpdesk.config import Settings
-from helpdesk.errors import InvalidInput
+from helpdesk.errors import Forbidden, InvalidInput
 from helpdesk.i18n import Viewer
 from helpdesk.web.render import is_htmx, render, viewer_for
 from helpdesk.web.security import requires
@@ -59,18 +59,27 @@ def _check_team(team_id: int, teams: list[tuple[int, str]]) -> None:
         raise InvalidInput(f"there is no team {team_id}", field="team")
 
 
+def _limited_to(request: Request, wanted: int | str | None) -> int | None:
+    """The one team a supervisor of a team may watch (helpdesk/visibility.py); asking for
+    another team, or for all of them, is refused by name rather than quietly narrowed."""
+    team = visibility.limited_team(request.state.user)
+    if team is not None and wanted not in (None, team):
+        raise Forbidden(f"you may watch your own team (team {team}) only")
+    return team
+
+
 def _board_scope(request: Request, teams: list[tuple[int, str]]) -> list[int] | None:
     """The teams the board shows: the `team` asked for, else a supervisor's own team, else
     every team (None)."""
     wanted = _team_param(request)
+    limited = _limited_to(request, wanted)
+    if limited is not None:
+        return [limited]
     if wanted == "all":
         return None
     if isinstance(wanted, int):
         _check_team(wanted, teams)
         return [wanted]
-    user = request.state.user
-    if user.role == "supervisor" and user.team_id is not None:
-        return [user.team_id]
     return None
 
 
@@ -84,6 +93,9 @@ async def board_page(request: Request) -> Response:
     async with request.app.state.db.unit_of_work() as session:
         teams = await metrics.list_teams(session)
     scope = _board_scope(request, teams)
+    limited = visibility.limited_team(request.state.user)
+    if limited is not None:  # no links to boards they may not open
+        teams = [(tid, name) for tid, name in teams if tid == limited]
     snapshot = await metrics.board_snapshot_on(
         request.app.state.db,
         now=datetime.now(UTC),
@@ -95,6 +107,7 @@ async def board_page(request: Request) -> Response:
     context = {
         "snapshot": snapshot,
         "teams": teams,
+        "limited": limited is not None,
         "selected": selected,
         "board_url": "/board?" + urlencode({"team": selected}),
         "refresh_seconds": REFRESH_SECONDS,
@@ -308,6 +321,7 @@ async def service_level_api(request: Request) -> JSONResponse:
     params = dict(request.query_params)
     start, end = parse_period(params, viewer.tz, datetime.now(UTC))
     wanted = _team_param(request)
+    wanted = _limited_to(request, wanted) or wanted
     targets = targets_of(request.app.state.settings)
     async with request.app.state.db.unit_of_work() as session:
         if isinstance(wanted, int):

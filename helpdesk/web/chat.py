@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from helpdesk import auth, chat
+from helpdesk import auth, chat, visibility
 from helpdesk.config import Settings
 from helpdesk.db import Database
 from helpdesk.errors import (
@@ -43,7 +43,7 @@ from helpdesk.opening_hours import OpeningHours
 from helpdesk.web import sockets
 from helpdesk.web.forms import int_field, json_object, path_id
 from helpdesk.web.kb import SlidingWindowLimiter
-from helpdesk.web.security import ANY_STAFF, bearer_token, origin_allowed, requires
+from helpdesk.web.security import ANY_STAFF, bearer_token, origin_allowed, requires, scope
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
@@ -812,6 +812,7 @@ async def reply_in_chat(request: Request, case_id: int, body: str) -> dict[str, 
     text = chat.check_body(body)
     user = request.state.user
     async with request.app.state.db.unit_of_work() as session:
+        await visibility.check_case_id(session, scope(request), case_id)
         conv = await chat.active_for_case(session, case_id)
         if conv is None or conv.state != "active":
             raise InvalidInput("this case has no chat in progress", field="channel")

@@ -17,7 +17,7 @@ from helpdesk import calls
 from helpdesk.errors import InvalidInput
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import int_field, json_object, path_id, text_field
-from helpdesk.web.security import ANY_STAFF, check_shared_token, requires
+from helpdesk.web.security import ANY_STAFF, check_shared_token, requires, scope
 
 ZAMMAD_EVENTS = {"newCall": "ring", "answer": "answer", "hangup": "hangup"}
 
@@ -141,6 +141,7 @@ async def attach_call(request: Request) -> JSONResponse:
             customer_id=int_field(data, "customer_id"),
             case_id=int_field(data, "case_id"),
             new_case_subject=text_field(data, "new_case_subject", max_len=300),
+            scope=scope(request),
         )
         body = calls.call_json(call)
     return JSONResponse(body)

@@ -42,7 +42,7 @@ from helpdesk.models import User
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import int_field, json_object, path_id, text_field
 from helpdesk.web.render import is_htmx, iso, render, viewer_for
-from helpdesk.web.security import ANY_STAFF, bearer_token, error_body, requires
+from helpdesk.web.security import ANY_STAFF, bearer_token, error_body, requires, scope
 from knowledge_base import articles, categories
 from knowledge_base.markdown import render as render_markdown
 from knowledge_base.models import (
@@ -589,7 +589,9 @@ async def api_search_everything(request: Request) -> JSONResponse:
     """`GET /api/search?q=`: customers, cases, interactions and articles, best first."""
     q = _query_text(request.query_params.get("q"), required=True)
     limit = parse_limit(request.query_params.get("limit"), default=20)
-    hits = await request.app.state.search.search_everything(q, limit=min(limit, 100))
+    hits = await request.app.state.search.search_everything(
+        q, limit=min(limit, 100), scope=scope(request)
+    )
     return JSONResponse(
         {
             "results": [
@@ -1030,7 +1032,7 @@ async def search_page(request: Request) -> Response:
         q, error = "", exc
     hits: list[EverythingHit] = []
     if q:
-        hits = await request.app.state.search.search_everything(q, limit=50)
+        hits = await request.app.state.search.search_everything(q, limit=50, scope=scope(request))
     groups = [(kind, [h for h in hits if h.kind == kind]) for kind in EVERYTHING_KINDS]
     return render(
         request,
@@ -1108,7 +1110,7 @@ async def case_suggestions(request: Request) -> Response:
     except InvalidInput as exc:
         return render(request, "_error_fragment.html", {"error": exc}, status=422)
     async with request.app.state.db.unit_of_work() as session:
-        case = await cases.get_case(session, case_id)
+        case = await cases.get_case(session, case_id, scope=scope(request))
         language = case.customer.language if case.customer.language in KB_LANGUAGES else None
         message = ""
         if not typed:

@@ -17,7 +17,7 @@ from helpdesk.web import chat
 from helpdesk.web.forms import json_object, path_id, text_field
 from helpdesk.web.pages import case_context
 from helpdesk.web.render import is_htmx, render
-from helpdesk.web.security import ANY_STAFF, check_shared_token, requires
+from helpdesk.web.security import ANY_STAFF, check_shared_token, requires, scope
 
 
 async def read_raw_body(request: Request, max_bytes: int) -> bytes:
@@ -93,7 +93,7 @@ async def page_reply(request: Request) -> Response:
     body = str(form.get("body") or "").strip()
     if body and form.get("include_quote"):
         async with request.app.state.db.unit_of_work() as session:
-            case = await cases.get_case(session, case_id)
+            case = await cases.get_case(session, case_id, scope=scope(request))
             draft = await outbound.reply_draft(session, request.app.state.settings, case)
         if draft.quote:
             body = f"{body}\n\n{draft.quote}"

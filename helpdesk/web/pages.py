@@ -9,14 +9,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from helpdesk import calls, cases, customers, interactions, presence, sla
-from helpdesk.errors import Conflict, DeskError, InvalidInput
+from helpdesk import calls, cases, customers, interactions, presence, sla, visibility
+from helpdesk.errors import Conflict, DeskError, Forbidden, InvalidInput
 from helpdesk.mail import outbound
 from helpdesk.models import CASE_STATUSES, CHANNELS, PRIORITIES, TIERS, Case, Team, User
 from helpdesk.pagination import parse_limit
 from helpdesk.web.forms import path_id
 from helpdesk.web.render import is_htmx, render
-from helpdesk.web.security import ANY_STAFF, requires
+from helpdesk.web.security import ANY_STAFF, requires, scope
 
 TIMELINE_PAGE = 20
 
@@ -35,14 +35,11 @@ async def agent_home(request: Request) -> Response:
             cases.CaseFilter(status=list(cases.OPEN_STATUSES), assignee_id=user.id),
             limit=50,
         )
-        queue = await cases.list_cases(
-            session,
-            cases.CaseFilter(status=list(cases.OPEN_STATUSES), unassigned=True),
-            limit=50,
+        waiting = cases.CaseFilter(
+            status=list(cases.OPEN_STATUSES), unassigned=True, scope=scope(request)
         )
-        queue_total = await cases.count_cases(
-            session, cases.CaseFilter(status=list(cases.OPEN_STATUSES), unassigned=True)
-        )
+        queue = await cases.list_cases(session, waiting, limit=50)
+        queue_total = await cases.count_cases(session, waiting)
         team = await presence.list_presence(session) if user.role in presence.WATCHERS else None
     return render(
         request,
@@ -61,7 +58,7 @@ async def case_list(request: Request) -> Response:
         raise InvalidInput(
             f"status must be open or one of {', '.join(CASE_STATUSES)}", field="status"
         )
-    f = cases.CaseFilter(status=statuses, q=params.get("q") or None)
+    f = cases.CaseFilter(status=statuses, q=params.get("q") or None, scope=scope(request))
     if params.get("assignee") == "me":
         f.assignee_id = request.state.user.id
     async with request.app.state.db.unit_of_work() as session:
@@ -107,8 +104,10 @@ async def customer_page(request: Request) -> Response:
     """The single customer view: identities, open cases and one timeline across channels."""
     customer_id = path_id(request)
     async with request.app.state.db.unit_of_work() as session:
-        card = await customers.customer_card(session, customer_id)
-        timeline = await interactions.customer_timeline(session, customer_id, limit=TIMELINE_PAGE)
+        card = await customers.customer_card(session, customer_id, scope=scope(request))
+        timeline = await interactions.customer_timeline(
+            session, customer_id, limit=TIMELINE_PAGE, scope=scope(request)
+        )
     return render(
         request,
         "customers/show.html",
@@ -126,6 +125,7 @@ async def customer_timeline(request: Request) -> Response:
             customer_id,
             limit=TIMELINE_PAGE,
             cursor=request.query_params.get("cursor") or None,
+            scope=scope(request),
         )
     return render(
         request,
@@ -182,7 +182,7 @@ async def case_context(request: Request, case_id: int, **extra: object) -> dict[
     from sqlalchemy import select
 
     async with request.app.state.db.unit_of_work() as session:
-        case = await cases.get_case(session, case_id)
+        case = await cases.get_case(session, case_id, scope=scope(request))
         timeline = await interactions.case_timeline(session, case_id, limit=TIMELINE_PAGE)
         agents = (
             await session.scalars(select(User).where(User.is_active).order_by(User.name))
@@ -220,6 +220,7 @@ async def case_timeline(request: Request) -> Response:
             case_id,
             limit=TIMELINE_PAGE,
             cursor=request.query_params.get("cursor") or None,
+            scope=scope(request),
         )
     return render(
         request,
@@ -246,11 +247,22 @@ async def case_update(request: Request) -> Response:
     error: DeskError | None = None
     try:
         async with request.app.state.db.unit_of_work() as session:
-            await cases.update_case(session, case_id, changes, actor_user_id=request.state.user.id)
+            await cases.update_case(
+                session,
+                case_id,
+                changes,
+                actor_user_id=request.state.user.id,
+                scope=scope(request),
+            )
     except DeskError as exc:
         if not is_htmx(request):
             raise
         error = exc
+    if error is None and not await _still_visible(request, case_id):
+        # Sent to another team: the page is no longer this agent's to see.
+        if not is_htmx(request):
+            return RedirectResponse("/cases", status_code=303)
+        return Response(status_code=204, headers={"HX-Redirect": "/cases"})
     if not is_htmx(request):
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
     ctx = await case_context(request, case_id, error=error)
@@ -260,6 +272,15 @@ async def case_update(request: Request) -> Response:
     return response
 
 
+async def _still_visible(request: Request, case_id: int) -> bool:
+    try:
+        async with request.app.state.db.unit_of_work() as session:
+            await visibility.check_case_id(session, scope(request), case_id)
+    except Forbidden:
+        return False
+    return True
+
+
 @requires(*ANY_STAFF)
 async def case_note(request: Request) -> Response:
     case_id = path_id(request)
@@ -267,7 +288,13 @@ async def case_note(request: Request) -> Response:
     body = str(form.get("body") or "")
     try:
         async with request.app.state.db.unit_of_work() as session:
-            await cases.add_note(session, case_id, body, author_user_id=request.state.user.id)
+            await cases.add_note(
+                session,
+                case_id,
+                body,
+                author_user_id=request.state.user.id,
+                scope=scope(request),
+            )
     except InvalidInput as exc:
         if not is_htmx(request):
             raise
@@ -333,7 +360,10 @@ async def _call_card(request: Request, call_id: int, error: DeskError | None = N
     region = request.app.state.settings.default_region
     async with request.app.state.db.unit_of_work() as session:
         call = await calls.get_call(session, call_id)
-        card = await calls.screen_pop_card(session, call, region)
+        user = request.state.user
+        card = await calls.screen_pop_card(
+            session, call, region, team=visibility.limited_team(user), user_ids=(user.id,)
+        )
         case = await session.get(Case, call.case_id) if call.case_id else None
     return render(
         request,
@@ -368,8 +398,9 @@ async def call_attach(request: Request) -> Response:
                 customer_id=number("customer_id"),
                 case_id=number("case_id"),
                 new_case_subject=subject,
+                scope=scope(request),
             )
-    except (InvalidInput, Conflict) as exc:
+    except (InvalidInput, Conflict, Forbidden) as exc:
         return await _call_card(request, call_id, exc)
     return await _call_card(request, call_id)
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from helpdesk import auth
+from helpdesk import auth, visibility
 from helpdesk.errors import DeskError, Forbidden, Unauthorized
 
 SESSION_COOKIE = "helpdesk_session"
@@ -117,6 +117,13 @@ def requires(*roles: str) -> Callable[[Endpoint], Endpoint]:
 
 
 ANY_STAFF = ("agent", "supervisor", "admin")
+
+
+def scope(request: Request) -> visibility.Scope | None:
+    """Whose eyes a `requires`-checked request is for: the cases it may show
+    (helpdesk/visibility.py)."""
+    return visibility.scope_for(request.state.user)
+
 
 # frame-ancestors is filled in per response: 'none' for the desk's own pages.
 CSP = (

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from helpdesk import auth, presence
+from helpdesk import auth, presence, visibility
 from helpdesk.errors import DeskError, Unauthorized
 from helpdesk.events import STAFF_ROLES, encode
 from helpdesk.hub import Close, Connection, Hub
@@ -81,7 +81,7 @@ async def agent_socket(ws: WebSocket) -> None:
     app = ws.app
     settings = app.state.settings
     hub: Hub = app.state.hub
-    conn = hub.register(user.id, user.role, claims.jti)
+    conn = hub.register(user.id, user.role, claims.jti, team_id=visibility.limited_team(user))
     db = app.state.db
     try:
         async with db.unit_of_work() as session:

@@ -21,6 +21,7 @@ from knowledge_base.models import KbArticle, KbCategory
 if TYPE_CHECKING:
     from helpdesk.config import Settings
     from helpdesk.db import Database
+    from helpdesk.visibility import Scope
 
 BACKENDS = ("postgres", "elasticsearch")
 
@@ -136,9 +137,12 @@ class SearchPort(Protocol):
         """Rebuild the whole index from `docs` without downtime; return how many were indexed.
         `progress` is called with the running count."""
 
-    async def search_everything(self, query: str, *, limit: int = 20) -> list[EverythingHit]:
+    async def search_everything(
+        self, query: str, *, limit: int = 20, scope: Scope | None = None
+    ) -> list[EverythingHit]:
         """Customers, cases, interactions and published articles (public and internal) for
-        the agent's global search box, best first."""
+        the agent's global search box, best first; without the cases (and their
+        interactions) of teams `scope` may not see (helpdesk/visibility.py)."""
 
     async def close(self) -> None: ...
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from elasticsearch import AsyncElasticsearch
 
     from helpdesk.db import Database
+    from helpdesk.visibility import Scope
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +406,9 @@ class ElasticsearchSearch:
             )
         return hits
 
-    async def search_everything(self, query: str, *, limit: int = 20) -> list[EverythingHit]:
+    async def search_everything(
+        self, query: str, *, limit: int = 20, scope: Scope | None = None
+    ) -> list[EverythingHit]:
         """Articles from Elasticsearch; customers, cases and interactions from PostgreSQL,
         where they live (they are not indexed in Elasticsearch in this version)."""
         from knowledge_base.search import AGENT_FILTERS
@@ -424,7 +427,9 @@ class ElasticsearchSearch:
                 )
                 for h in result.hits
             ]
-        return await search_everything(self.database, self, query, limit=limit, region=self.region)
+        return await search_everything(
+            self.database, self, query, limit=limit, region=self.region, scope=scope
+        )
 
     async def _query(self, **kwargs: Any) -> dict[str, Any]:
         from elasticsearch import ApiError, NotFoundError, TransportError

@@ -30,6 +30,7 @@ from helpdesk.customers import search_customers
 from helpdesk.errors import InvalidInput
 from helpdesk.identities import fold_text, looks_like_phone, normalize_identity
 from helpdesk.models import Case, Customer, Interaction
+from helpdesk.visibility import Scope, cases_clause, interactions_clause
 from knowledge_base.search import AGENT_FILTERS, EverythingHit
 from knowledge_base.search import highlight as hl
 from knowledge_base.search.postgres import like_operator, like_patterns
@@ -52,8 +53,10 @@ async def search_everything(
     *,
     limit: int = 20,
     region: str = "JP",
+    scope: Scope | None = None,
 ) -> list[EverythingHit]:
-    """Best `limit` matches of every kind for one query, best first."""
+    """Best `limit` matches of every kind for one query, best first; cases and
+    interactions only where `scope` may see them (customers are everyone's)."""
     q = " ".join((query or "").split())
     if not q or limit <= 0:
         return []
@@ -61,8 +64,8 @@ async def search_everything(
     async with database.unit_of_work() as session:
         hits = [
             *await _customers(session, q, terms, limit, region),
-            *await _cases(session, q, terms, limit),
-            *await _interactions(session, q, terms, limit),
+            *await _cases(session, q, terms, limit, scope),
+            *await _interactions(session, q, terms, limit, scope),
         ]
     result = await articles.search(q, AGENT_FILTERS, limit=limit)
     # Backends score on their own scales (Elasticsearch's BM25 has no upper bound): an
@@ -142,17 +145,18 @@ def _customer_line(customer: Customer, terms: list[str], wanted: tuple[str, str]
 
 
 async def _cases(
-    session: AsyncSession, q: str, terms: list[str], limit: int
+    session: AsyncSession, q: str, terms: list[str], limit: int, scope: Scope | None
 ) -> list[EverythingHit]:
     hits: list[EverythingHit] = []
     number = _CASE_NUMBER.fullmatch(q)
     if number:
         case = await session.scalar(select(Case).where(Case.number == int(number.group(1))))
-        if case is not None:
+        if case is not None and (scope is None or scope.sees(case.team_id, case.assignee_id)):
             hits.append(_case_hit(case.id, case.number, case.subject, terms, 1.2))
     patterns = like_patterns(q)
     recent = (
         select(Case.id, Case.number, Case.subject)
+        .where(cases_clause(scope))
         .order_by(Case.id.desc())
         .limit(RECENT_CASES)
         .subquery()
@@ -190,7 +194,7 @@ def _case_hit(
 
 
 async def _interactions(
-    session: AsyncSession, q: str, terms: list[str], limit: int
+    session: AsyncSession, q: str, terms: list[str], limit: int, scope: Scope | None
 ) -> list[EverythingHit]:
     patterns = like_patterns(q)
     if not patterns:
@@ -205,6 +209,7 @@ async def _interactions(
             Interaction.text,
             Interaction.occurred_at,
         )
+        .where(interactions_clause(scope))
         .order_by(Interaction.id.desc())
         .limit(RECENT_INTERACTIONS)
         .subquery()

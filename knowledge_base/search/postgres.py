@@ -59,6 +59,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from helpdesk.db import Database
+from helpdesk.visibility import Scope
 from knowledge_base.search import (
     ArticleDoc,
     EverythingHit,
@@ -759,10 +760,14 @@ class PostgresSearch:
             for row in rows
         ]
 
-    async def search_everything(self, query: str, *, limit: int = 20) -> list[EverythingHit]:
+    async def search_everything(
+        self, query: str, *, limit: int = 20, scope: Scope | None = None
+    ) -> list[EverythingHit]:
         from knowledge_base.search.everything import search_everything
 
-        return await search_everything(self.database, self, query, limit=limit, region=self.region)
+        return await search_everything(
+            self.database, self, query, limit=limit, region=self.region, scope=scope
+        )
 
     async def close(self) -> None:
         """Nothing to close: the database belongs to the app."""
