@@ -232,6 +232,38 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """The background work (helpdesk/background.py) in a process of its own, until stopped.
+
+    For app processes started with HELPDESK_BACKGROUND=0; any number of these may run at
+    once, beside any number of app processes.
+    """
+    from helpdesk.background import BackgroundWork
+
+    async def work(db: Database) -> None:
+        try:
+            background = BackgroundWork(db, settings)
+        except ValueError as exc:  # a bad HELPDESK_SMTP_URL
+            raise DeskError(str(exc)) from None
+
+        async def run() -> None:
+            # Started once the signal handlers are ours: a SIGTERM from now on ends in a
+            # clean stop, never half-way through starting.
+            background.start()
+            await background.wait()
+
+        try:
+            await _until_stopped(run())
+        finally:
+            # Each job finishes the batch in hand: mail the relay took is marked sent.
+            await background.stop()
+
+    # The outbox holds a connection while it sends a batch, the SLA worker one per pass, and
+    # what they announce is published in the same transactions.
+    _with_database(settings, work, pool_size=4)
+    return 0
+
+
 async def _until_stopped(work: Awaitable[Any]) -> bool:
     """Await `work` until it ends or SIGTERM/SIGINT cancels it; True when a signal did.
 
@@ -611,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="app processes sharing the port (default 1, or HELPDESK_WORKERS)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the outbox and SLA workers until stopped (for serve with HELPDESK_BACKGROUND=0)",
+    )
+    worker.set_defaults(func=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="alembic upgrade head")
     migrate.set_defaults(func=cmd_migrate)

@@ -106,6 +106,9 @@ class Settings:
     chat_abandon_seconds: float = 120.0
     chat_router: bool = True
     sla_worker: bool = True
+    # Scale-out (issue 10): off, `helpdesk serve` leaves the outbox and SLA workers to
+    # `helpdesk worker` (docs/DEPLOYMENT.md).
+    background: bool = True
     # Service level (issue 8): answered within the threshold, the target, short abandons.
     sl_threshold_seconds: int = 20
     sl_target_percent: int = 80
@@ -146,6 +149,8 @@ class Settings:
             chat_upload_bytes=int(_number(env, "HELPDESK_CHAT_UPLOAD_BYTES", 5 * 1024 * 1024)),
             chat_abandon_seconds=_number(env, "HELPDESK_CHAT_ABANDON_SECONDS", 120.0),
             sla_worker=env.get("HELPDESK_SLA_WORKER", "1").lower()
+            not in ("0", "false", "no", "off"),
+            background=env.get("HELPDESK_BACKGROUND", "1").lower()
             not in ("0", "false", "no", "off"),
             sl_threshold_seconds=int(_number(env, "HELPDESK_SL_THRESHOLD_SECONDS", 20)),
             sl_target_percent=min(100, int(_number(env, "HELPDESK_SL_TARGET_PERCENT", 80))),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,14 +18,13 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from helpdesk.background import BackgroundWork
 from helpdesk.config import Settings
 from helpdesk.db import Database
 from helpdesk.errors import DeskError
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.logs import RequestContext
-from helpdesk.mail.outbound import OutboxWorker, SmtpRelay
-from helpdesk.sla_worker import SlaWorker
 from helpdesk.web import (
     account,
     admin,
@@ -157,27 +155,17 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         app.state.presence_sweeper.start()
         app.state.chat = chat.ChatRuntime(app.state.db, app.state.hub, settings)
         app.state.chat.start()
-        outbox_stop = asyncio.Event()
-        outbox = asyncio.create_task(
-            OutboxWorker(
-                app.state.db,
-                SmtpRelay.parse(settings.smtp_url) if settings.smtp_url else None,
-                poll_seconds=settings.outbox_poll_seconds,
-            ).run(outbox_stop),
-            name="outbox-worker",
-        )
-        sla_task = None
-        if settings.sla_worker:
-            sla_task = asyncio.create_task(
-                SlaWorker(app.state.db).run(outbox_stop), name="sla-worker"
-            )
+        # The outbox and SLA workers: here unless HELPDESK_BACKGROUND=0 leaves them to
+        # `helpdesk worker`; the sockets' own work above stays in every app process.
+        background = BackgroundWork(app.state.db, settings)
+        if settings.background:
+            background.start()
+        else:
+            log.info("background work left to `helpdesk worker` (HELPDESK_BACKGROUND=0)")
         try:
             yield
         finally:
-            outbox_stop.set()
-            await outbox
-            if sla_task is not None:
-                await sla_task
+            await background.stop()
             await app.state.chat.stop()
             await app.state.presence_sweeper.stop()
             await app.state.hub.stop()
