@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helpdesk.background import BackgroundWork
 from helpdesk.config import Settings
-from helpdesk.db import Database
-from helpdesk.errors import DeskError
+from helpdesk.db import Database, unreachable
+from helpdesk.errors import DeskError, Unavailable
 from helpdesk.hub import Hub, PresenceSweeper
 from helpdesk.i18n import load_catalogs
 from helpdesk.logs import RequestContext
@@ -126,6 +128,27 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", {"error": err}, status=exc.status_code)
 
 
+async def database_error(request: Request, exc: Exception) -> Response:
+    """A request the database could not serve. When it is down or restarting, the answer is
+    a clean 503 (documented error shape, Retry-After) rather than a 500 and a dropped
+    connection; anything else is a server error like any other."""
+    if not unreachable(exc):
+        return await server_error(request, exc)
+    log.warning(
+        "database unreachable on %s %s: %s", request.method, request.url.path, _first_line(exc)
+    )
+    error = Unavailable(
+        "the database cannot be reached right now; this request was not completed, "
+        "try again in a moment"
+    )
+    error.retry_after = 1  # type: ignore[attr-defined]
+    return await desk_error(request, error)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -212,6 +235,12 @@ def create_app(settings: Settings, database_url: str, *, pool_size: int = 10) ->
         exception_handlers={
             DeskError: desk_error,
             HTTPException: http_error,
+            # Handled here, not by the catch-all (which answers and then re-raises, so the
+            # server drops the connection): an outage is an answer, not a crash.
+            DBAPIError: database_error,
+            OSError: database_error,
+            asyncpg.InterfaceError: database_error,
+            asyncpg.InternalClientError: database_error,
             Exception: server_error,
         },
     )
