@@ -43,10 +43,15 @@ _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)
 _PHONE = re.compile(r"(?<![\w.:/#-])[+(]?\d[\d\- ()]{6,22}\d(?![\w.:])")
 _PHONE_DIGITS = range(9, 16)
 _URL_ENCODED_PHONE = re.compile(r"%2[Bb]\d{8,15}(?!\d)")  # "+8131..." in a query string
+# Secrets in a query string: uvicorn logs a WebSocket's path with its `?token=<JWT>`, and a
+# log must never be enough to act as someone.
+_SECRET_PARAM = re.compile(r"(?i)\b(token|access_token|password|code)=[^&\s\"'\]]+")
 
 
 def mask_personal_data(text: str) -> str:
-    """`text` with email addresses (local part) and phone numbers replaced by placeholders."""
+    """`text` with email addresses (local part) and phone numbers replaced by placeholders,
+    and secrets in query strings (`token=`, `password=`...) by `***`."""
+    text = _SECRET_PARAM.sub(lambda m: m.group(1) + "=***", text)
     text = _EMAIL.sub(lambda m: "***@" + m.group(1), text)
     text = _URL_ENCODED_PHONE.sub("[phone]", text)
 

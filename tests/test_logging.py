@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -92,6 +93,21 @@ def test_emails_and_phone_numbers_are_masked_in_messages_and_tracebacks(json_lin
 )  # fmt: skip
 def test_masking_leaves_addresses_times_and_ids_alone(text):
     assert logs.mask_personal_data(text) == text
+
+
+def test_tokens_in_query_strings_never_reach_a_log(capsys):
+    """uvicorn logs a socket's path, query string and all: its JWT is masked like a phone."""
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl"
+    handler = logs.handler("text", stream=sys.stderr)
+    log = logging.getLogger("uvicorn.error.test")
+    log.addHandler(handler)
+    try:
+        log.warning('%s - "WebSocket /ws/agent?token=%s&x=1" [accepted]', "127.0.0.1:5", jwt_like)
+    finally:
+        log.removeHandler(handler)
+    line = capsys.readouterr().err
+    assert jwt_like not in line and "/ws/agent?token=***&x=1" in line
+    assert logs.mask_personal_data("login?password=hunter2hunter2") == "login?password=***"
 
 
 def test_text_format_shows_the_request_id(capsys):
