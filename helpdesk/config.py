@@ -13,15 +13,25 @@ def _generated_secret(data_dir: Path, name: str) -> str:
     """Return a secret kept in the data dir, creating it on first use.
 
     Generated once so that tokens survive restarts without anyone having to configure them.
+    Processes starting together race to create it: the secret is written whole to a private
+    file and linked into place (which fails if another got there first), so every process
+    ends up with the one secret, never a half-written or a second one.
     """
     path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = data_dir / f".{name}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        tmp.unlink()
     return value
 
 

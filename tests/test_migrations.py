@@ -12,6 +12,7 @@ classes (GIN, gin_trgm_ops), and free-standing sequences such as `case_number_se
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
@@ -181,6 +182,18 @@ async def test_upgrade_head_on_an_empty_database_creates_the_schema(
     # at head, upgrading again (every `helpdesk serve` does) changes nothing
     await migrations.upgrade(engine)
     assert await version(engine) == HEAD
+
+
+async def test_processes_starting_together_on_a_new_database_take_turns(fresh_url: str) -> None:
+    """Four processes migrating one empty database at once: one builds it, the others wait
+    on the migration lock and then find nothing to do (no duplicate-table errors)."""
+    engines = [create_async_engine(fresh_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(migrations.upgrade(e) for e in engines))
+        assert await version(engines[0]) == HEAD
+    finally:
+        for e in engines:
+            await e.dispose()
 
 
 async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:

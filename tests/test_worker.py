@@ -219,3 +219,18 @@ def test_background_work_is_on_unless_switched_off_like_the_other_switches(tmp_p
     assert Settings.from_env({**env, "HELPDESK_BACKGROUND": "1"}).background
     for off in ("0", "false", "no", "off", "OFF"):
         assert not Settings.from_env({**env, "HELPDESK_BACKGROUND": off}).background
+
+
+def test_processes_starting_together_share_one_generated_secret(tmp_path):
+    """Two app processes and a worker start at once on an empty data dir: each ends with
+    the same secret, none fails because another created the file first."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        keys = list(pool.map(_secret_key_in, [str(tmp_path)] * 8))
+    assert len(set(keys)) == 1 and len(keys[0]) >= 32
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _secret_key_in(data_dir: str) -> str:
+    return Settings.from_env({"HELPDESK_DATA_DIR": data_dir}).secret_key
