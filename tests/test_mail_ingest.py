@@ -305,6 +305,35 @@ async def test_the_mta_pipe_needs_the_mail_token_and_a_message(client, db):
     assert r.status_code == 200 and r.json()["status"] == "duplicate"
 
 
+async def test_an_smtputf8_message_with_a_japanese_domain_is_filed(client, db):
+    """RFC 6532 mail: raw UTF-8 in From, Subject and Message-ID (an SMTPUTF8 MTA passes it
+    on as is). It is filed like any other, the sender known by the IDNA form of the domain;
+    it was a 500 that an MTA would retry forever."""
+    raw = (
+        "From: 岩崎 健 <Ken.Iwasaki@例え.jp>\r\nTo: support@example.com\r\n"
+        "Subject: 請求書について\r\nMessage-ID: <utf8-1@例え.jp>\r\n"
+        "Date: Mon, 07 Dec 2026 09:00:00 +0900\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n先月の請求書が届いていません。\r\n"
+    ).encode()
+    r = await client.post("/api/mail/inbound", content=raw, headers=MAIL)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "created"
+    async with db.unit_of_work() as session:
+        identity = await session.scalar(
+            select(ContactIdentity).where(ContactIdentity.kind == "email")
+        )
+        customer = await session.get(Customer, identity.customer_id)
+        case = await session.scalar(select(Case))
+    assert identity.normalized == "ken.iwasaki@xn--r8jz45g.jp"
+    assert customer.name == "岩崎 健" and case.subject == "請求書について"
+    r = await client.post("/api/mail/inbound", content=raw, headers=MAIL)
+    assert r.status_code == 200 and r.json()["status"] == "duplicate"
+    # Bytes that are not UTF-8 in a header still file the mail (replacement characters).
+    broken = raw.replace(b"<utf8-1@", b"<utf8-2@").replace("岩崎".encode(), b"\xff\xfe")
+    r = await client.post("/api/mail/inbound", content=broken, headers=MAIL)
+    assert r.status_code in (200, 201), r.text
+
+
 async def test_the_mta_pipe_refuses_an_oversized_message(client, db):
     from helpdesk.mail.parsing import MAX_MESSAGE_BYTES
 

@@ -516,7 +516,8 @@ class _Headers:
         name = name.lower()
         for key, value in self._items:
             if key.lower() == name:
-                return (value if isinstance(value, str) else str(value)).replace("\x00", "")
+                text = (value if isinstance(value, str) else str(value)).replace("\x00", "")
+                return _utf8_header(text)
         return None
 
     def text(self, name: str) -> str:
@@ -879,6 +880,15 @@ def _safe_name(name: str | None, number: int, extension: str) -> str:
             f".{keep}" if keep else ""
         )
     return cleaned
+
+
+def _utf8_header(value: str) -> str:
+    """A header as an SMTPUTF8 MTA delivers it (RFC 6532: raw UTF-8, `From: <ken@例え.jp>`)
+    reaches us as surrogate escapes of its bytes; read them as the UTF-8 they are (invalid
+    bytes as U+FFFD), so addresses, names and subjects are text PostgreSQL accepts."""
+    if not any("\udc80" <= c <= "\udcff" for c in value):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _clean_text(text: str) -> str:
