@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from helpdesk import audit, auth, cases, events
+from helpdesk import audit, auth, cases, events, visibility
 from helpdesk.config import replace_generated_secret
 from helpdesk.errors import Conflict, InvalidInput, NotFound
 from helpdesk.identities import normalize_email
@@ -287,6 +287,7 @@ async def update_agent(
     if user_id == actor_user_id and values["role"] != user.role:
         raise InvalidFields({"role": FieldError(_("You cannot change your own role."))})
     before = _agent_audit(user, await _capacity(session, user.id))
+    scope_before = visibility.limited_team(user)
     for key in ("name", "role", "extension", "team_id", "language"):
         setattr(user, key, values[key])
     try:
@@ -299,6 +300,15 @@ async def update_agent(
     if after != before:
         await audit.record(
             session, actor_user_id, "user.update", "user", user.id, before=before, after=after
+        )
+    if visibility.limited_team(user) != scope_before:
+        # Their open sockets filter case events by team (helpdesk/hub.py): they follow the
+        # new team from this commit on, without signing in again.
+        await events.publish(
+            session,
+            events.Event(
+                "user_scope", {"team_id": visibility.limited_team(user)}, users=(user.id,)
+            ),
         )
     return user
 

@@ -246,6 +246,10 @@ class Hub:
             return 0
         kind = envelope["type"]
         data = envelope.get("data") or {}
+        if kind == "user_scope":  # the user's team changed: filter by the new one
+            for conn in targets:
+                conn.team_id = data.get("team_id")
+            return len(targets)
         if kind == "session_revoked":
             for conn in targets:
                 if data.get("all") or conn.jti == data.get("jti"):

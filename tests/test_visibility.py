@@ -11,7 +11,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from helpdesk import auth, cases, customers, events, interactions, permissions, visibility
+from helpdesk import admin, auth, cases, customers, events, interactions, permissions, visibility
 from helpdesk.models import Case, Interaction, Team
 from tests.test_permissions import _routes
 
@@ -332,3 +332,28 @@ async def test_live_events_and_screen_pops_carry_only_what_each_team_may_see(
     finally:
         for conn in conns.values():
             hub.unregister(conn)
+
+
+async def test_an_agent_moved_to_another_team_gets_that_teams_events_at_once(
+    client, teams, app, db
+):
+    """The admin moves agent A to team B: their open socket follows at the commit."""
+    hub = app.state.hub
+    user = teams["a_agent"].user
+    conn = hub.register(user.id, user.role, "jti-moved", team_id=visibility.limited_team(user))
+    hub.watch(conn, {"queue"})
+    try:
+        async with db.unit_of_work() as session:
+            form = await admin.agent_form_of(session, await admin.get_agent(session, user.id))
+            form.team_id = str(teams["team_b"])
+            await admin.update_agent(session, user.id, form, actor_user_id=teams["admin"].user.id)
+        b_case, _ = teams["cases"]["b"]
+        r = await client.patch(
+            f"/api/cases/{b_case}", json={"priority": "high"}, headers=teams["admin"].headers
+        )
+        assert r.status_code == 200
+        frame = json.loads(await asyncio.wait_for(conn.queue.get(), 10))
+        assert (frame["type"], frame["case_id"]) == ("case_updated", b_case)
+        assert conn.team_id == teams["team_b"]
+    finally:
+        hub.unregister(conn)
