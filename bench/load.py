@@ -725,10 +725,6 @@ class Desk:
             if isinstance(person, Supervisor):
                 topics = ["sla", "presence", "queue", "chats"]
                 await ws.send(json.dumps({"type": "watch", "topics": topics}))
-                # A supervisor watching the wall board takes no chats: a socket makes its
-                # user available, and the router would offer chats they never accept
-                # (each then waits out the offer before going to an agent).
-                await ws.send(json.dumps({"type": "presence", "status": "away"}))
                 self.readers.append(asyncio.create_task(self.supervisor_reader(person)))
             else:
                 self.readers.append(asyncio.create_task(self.agent_reader(person)))

@@ -111,14 +111,20 @@ async def set_active_chats(session: AsyncSession, user_id: int, count: int) -> P
 
 
 async def socket_opened(
-    session: AsyncSession, user_id: int, socket_id: str, process: str
+    session: AsyncSession, user_id: int, socket_id: str, process: str, *, role: str = "agent"
 ) -> Presence:
-    """Record an open socket; an agent coming back from offline becomes available."""
+    """Record an open socket; an agent coming back from offline becomes available.
+
+    A supervisor or admin comes back `away`: present, but offered no chats until they choose
+    `available`. A wall board left signed in as a supervisor would otherwise take chat offers
+    nobody sees, each waiting out its offer before it goes to an agent.
+    """
     session.add(AgentSocket(id=socket_id, user_id=user_id, process=process))
     row = await _row(session, user_id)
     row.last_seen_at = datetime.now(UTC)
     if row.status == "offline":
-        return await _change(session, user_id, status="available")
+        back = "available" if role == "agent" else "away"
+        return await _change(session, user_id, status=back)
     await session.flush()
     return await get_presence(session, user_id)
 

@@ -445,3 +445,20 @@ async def test_serve_with_worker_processes_delivers_each_sockets_events(
             for a, tab in zip(agents, tabs, strict=True):
                 frame = await tab.next("ping_test")
                 assert frame["for"] == a.user.id
+
+
+async def test_a_supervisors_socket_makes_them_away_and_an_agents_available(
+    servers, db, make_staff
+):
+    """A wall board signed in as a supervisor must not start taking chat offers."""
+    boss = await make_staff("supervisor")
+    agent = await make_staff("agent")
+    for staff, expected in ((boss, "away"), (agent, "available")):
+        async with connect(f"{_ws(servers[0])}?token={_token(staff.user)}") as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+            assert hello["type"] == "hello"
+            assert hello["presence"]["status"] == expected, staff.user.role
+    async with agent_socket(servers[1], _token(boss.user)) as tab:
+        await tab.send({"type": "presence", "status": "available"})  # they may choose to
+        frame = await tab.next("presence", lambda f: f["user_id"] == boss.user.id)
+        assert frame["status"] == "available"

@@ -85,7 +85,9 @@ async def agent_socket(ws: WebSocket) -> None:
     db = app.state.db
     try:
         async with db.unit_of_work() as session:
-            me = await presence.socket_opened(session, user.id, conn.id, hub.process_id)
+            me = await presence.socket_opened(
+                session, user.id, conn.id, hub.process_id, role=user.role
+            )
         await ws.send_text(
             encode(
                 {
