@@ -427,7 +427,9 @@ async def reset_desk(url: str) -> None:
     await chat_bench.reset_chats(url)
     conn = await fanout.raw_connect(url)
     try:
-        await conn.execute("UPDATE agent_presence SET on_call = false")
+        # Everyone signed off (chat.py's reset makes them available): each socket of the next
+        # configuration sets its user's status as a first sign-in does (supervisors away).
+        await conn.execute("UPDATE agent_presence SET on_call = false, status = 'offline'")
     finally:
         await conn.close()
 
