@@ -7,13 +7,18 @@ of the suite is reported as skipped.
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, text
+from sqlalchemy.exc import DBAPIError
 
 from helpdesk.config import Settings
 from helpdesk.db import Database
@@ -26,6 +31,7 @@ from knowledge_base.search import (
     iter_docs,
     make_search,
 )
+from knowledge_base.search import postgres as pg
 from knowledge_base.search.postgres import PostgresSearch
 
 ES_URL = os.environ.get("HELPDESK_ELASTICSEARCH_URL")
@@ -302,6 +308,76 @@ async def test_the_test_database_extracts_trigrams_from_japanese(db: Database) -
     async with db.engine.connect() as conn:
         trigrams = await conn.scalar(text("SELECT show_trgm('請求書の再発行')"))
     assert len(trigrams) >= 7
+
+
+async def test_a_failed_or_cancelled_postgres_search_leaves_no_transaction_behind(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The adapter runs its transaction through the driver itself (postgres.py,
+    # _search_transaction): a search that fails or is cancelled half-way must neither leave
+    # a connection in the pool inside that transaction nor surface as anything but the
+    # DBAPIError every other query raises (which the app turns into a 503 when the database
+    # is down).
+    search = PostgresSearch(db)
+    refund = await Kb(db, search).add("Refund policy", "Money goes back to the card.")
+    original = pg._SEARCH_SQL
+    monkeypatch.setattr(
+        pg,
+        "_SEARCH_SQL",
+        original.replace(
+            "ORDER BY r.score DESC, r.id\n", "ORDER BY r.score DESC, r.id, no_such_function()\n"
+        ),
+    )
+    with pytest.raises(DBAPIError, match="no_such_function"):
+        await search.search("refund")
+    monkeypatch.setattr(
+        pg, "_SEARCH_SQL", original.replace("SELECT r.id,", "SELECT pg_sleep(3), r.id,")
+    )
+    slow = asyncio.create_task(search.search("refund"))
+    await asyncio.sleep(0.5)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    monkeypatch.setattr(pg, "_SEARCH_SQL", original)
+    for _ in range(12):  # more than the pool holds: every connection in it answers
+        assert ids(await search.search("refund")) == [refund.id]
+        assert ids(await search.suggest("refu")) == [refund.id]
+    async with db.engine.connect() as conn:
+        stuck = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+            )
+        )
+    assert stuck == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="adefinoprstuw", min_size=2, max_size=10), max_size=80),
+    st.text(alphabet="adefinoprstuw", min_size=1, max_size=10),
+)
+def test_spelling_corrections_are_difflibs_closest_common_words(
+    common: list[str], word: str
+) -> None:
+    # TermStats.corrections rules out most of the word list before difflib sees it, and
+    # remembers its answers: the corrections must be those of difflib over the whole list.
+    stats = pg.TermStats(rows=1000.0, shares={"search_grams": dict.fromkeys(common, 0.01)})
+    stats.floor["search_grams"] = 0.005
+    for term in sorted(set(common)):
+        stats.words_by_length.setdefault(len(term), []).append(term)
+    near = [
+        w
+        for length in range(len(word) - 2, len(word) + 3)
+        for w in stats.words_by_length.get(length, ())
+    ]
+    expected = (
+        []
+        if len(word) < pg.MIN_CORRECTED_CHARS or word in common
+        else difflib.get_close_matches(word, near, n=pg.MAX_CORRECTIONS, cutoff=pg.CORRECTION_RATIO)
+    )
+    assert stats.corrections(word) == expected
+    assert stats.corrections(word) == expected  # remembered
 
 
 async def test_unreachable_elasticsearch_degrades_instead_of_failing() -> None:

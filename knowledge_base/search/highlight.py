@@ -48,8 +48,31 @@ def is_cjk(ch: str) -> bool:
 
 
 def fold(text: str) -> str:
-    """How text is compared: NFKC, then case-folded."""
-    return unicodedata.normalize("NFKC", text).casefold()
+    """How text is compared: NFKC, then case-folded.
+
+    Computed the cheap way where that gives the same string: ASCII only needs lower case, and
+    Japanese text is usually NFKC already but for its full-width punctuation (（, ：, ？),
+    which `_narrowed` replaces first, so the full normalization (about 50 µs for a body of
+    900 characters, most of a search's highlighting time) is rarely needed."""
+    if text.isascii():
+        return text.lower()
+    narrow = _narrowed(text)
+    if unicodedata.is_normalized("NFKC", narrow):
+        return narrow.casefold()
+    return unicodedata.normalize("NFKC", narrow).casefold()
+
+
+# Full-width forms of ASCII (U+FF01..U+FF5E: ＳＲ－５, （, ：) and the ideographic space: NFKC
+# maps each to one ASCII character and nothing else, so replacing them beforehand leaves the
+# NFKC of the text unchanged (its compatibility decomposition is the same) while making most
+# Japanese text normalized already.
+_WIDE = re.compile("[\u3000\uff01-\uff5e]")
+
+
+def _narrowed(text: str) -> str:
+    for ch in set(_WIDE.findall(text)):
+        text = text.replace(ch, " " if ch == "\u3000" else chr(ord(ch) - 0xFEE0))
+    return text
 
 
 def query_terms(query: str) -> list[str]:
@@ -102,7 +125,18 @@ class _Folded:
         self._starts: list[int] | None = None
         self._ends: list[int] | None = None
         # Most texts fold character by character, one for one ("Ｗｉ" to "wi", "ｶ" to "カ"):
-        # then folded index i is original index i, with no per-character bookkeeping.
+        # then folded index i is original index i, with no per-character bookkeeping. First
+        # the cheap proof of it: ASCII; or, once full-width ASCII is narrowed, text that NFKC
+        # leaves as it is (no character of it changes alone then), with no mark to fold into
+        # the character before it, and that case folding keeps at its length.
+        if text.isascii():
+            self.folded = text.lower()
+            return
+        narrow = _narrowed(text)
+        if _mark_or_astral().search(narrow) is None and unicodedata.is_normalized("NFKC", narrow):
+            self.folded = narrow.casefold()
+            if len(self.folded) == len(text):
+                return
         if _one_for_one(text):
             self.folded = fold(text)
             if len(self.folded) == len(text):
@@ -139,6 +173,28 @@ def _is_mark(ch: str) -> bool:
     return bool(unicodedata.combining(ch)) or ch in "\uff9e\uff9f" or "\u1100" <= ch <= "\u11ff"
 
 
+def _char_class(chars: list[str]) -> str:
+    """A regular-expression class of `chars` (sorted), as ranges."""
+    ranges: list[list[str]] = []
+    for ch in chars:
+        if ranges and ord(ranges[-1][1]) == ord(ch) - 1:
+            ranges[-1][1] = ch
+        else:
+            ranges.append([ch, ch])
+    return "".join(re.escape(a) if a == b else f"{re.escape(a)}-{re.escape(b)}" for a, b in ranges)
+
+
+@functools.cache
+def _mark_or_astral() -> re.Pattern[str]:
+    """The marks of the BMP (see `_is_mark`), and every character beyond the BMP (emoji, rare
+    scripts: such text takes the careful path). One class of BMP ranges and a single range
+    above is what `re` checks in constant time per character; listing the few marks beyond
+    the BMP would make it a linear scan of some 200 ranges per character. Built on first use
+    (about 10 ms), not when the module is imported."""
+    marks = [chr(c) for c in range(0x300, 0x10000) if _is_mark(chr(c))]  # none below U+0300
+    return re.compile("[" + _char_class(marks) + "\U00010000-\U0010ffff]")
+
+
 def _occurrences(haystack: str, needle: str) -> list[tuple[int, int]]:
     found, start = [], haystack.find(needle)
     while needle and start >= 0:
@@ -152,40 +208,53 @@ def _cjk_pieces(haystack: str, term: str) -> list[tuple[int, int]]:
     adjacent Japanese characters of the term found (overlapping finds merge into one span),
     and the term's Latin words and numbers. Pairs of hiragana only are not marked for a term
     with kanji or katakana: in 「返品したい」 they are grammar (したい), which a text holds
-    everywhere. Linear in the text, so a pasted paragraph costs no more than a word."""
+    everywhere. Linear in the text, so a pasted paragraph costs no more than a word.
+
+    Unsorted: `match_spans` sorts. One `str.find` pass per pair costs a tenth of a regular
+    expression of all pairs, which tries each of them at every position."""
     pairs, words = _pieces_of(term)
-    spans = [(m.start(), m.start() + 2) for m in pairs.finditer(haystack)] if pairs else []
+    spans = []
+    for pair in pairs:
+        start = haystack.find(pair)
+        while start >= 0:
+            spans.append((start, start + 2))
+            start = haystack.find(pair, start + 1)  # overlapping: "ああ" twice in "あああ"
     for word in words:
         spans.extend(_occurrences(haystack, word))
     return spans
 
 
 @functools.lru_cache(maxsize=256)
-def _pieces_of(term: str) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
+def _pieces_of(term: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     pairs = {
         term[i : i + 2] for i in range(len(term) - 1) if is_cjk(term[i]) and is_cjk(term[i + 1])
     }
     if not _HIRAGANA.fullmatch(term):
         pairs = {p for p in pairs if not _HIRAGANA.fullmatch(p)}
-    # a lookahead finds overlapping pairs too; sorted, so equal terms make equal patterns
-    pattern = (
-        re.compile("(?=(?:" + "|".join(map(re.escape, sorted(pairs))) + "))") if pairs else None
-    )
-    return pattern, tuple(_LATIN.findall(term))
+    return tuple(sorted(pairs)), tuple(_LATIN.findall(term))
 
 
-def _similar_words(haystack: str, term: str) -> list[tuple[int, int]]:
+def _similar_words(words: list[tuple[str, tuple[int, int]]], term: str) -> list[tuple[int, int]]:
+    """The spans of `words` (each with its span) spelled nearly like `term`."""
     if len(term) < 3:
         return []
-    spans = []
-    for word in _WORD.finditer(haystack):
-        w = word.group()
-        if abs(len(w) - len(term)) > max(2, len(term) // 3):
-            continue
-        matcher = SequenceMatcher(None, term, w, autojunk=False)
-        if matcher.quick_ratio() >= _FUZZY_RATIO and matcher.ratio() >= _FUZZY_RATIO:
-            spans.append(word.span())
-    return spans
+    slack = max(2, len(term) // 3)
+    return [span for w, span in words if abs(len(w) - len(term)) <= slack and _is_similar(term, w)]
+
+
+@functools.lru_cache(maxsize=16384)
+def _is_similar(term: str, word: str) -> bool:
+    """Whether `word` is spelled nearly like `term` (difflib ratio at least _FUZZY_RATIO).
+
+    Cached: the hits of one search share most of their words, and so do the searches of a
+    help center. The ratio is 2 * matches / total length, and a word has no more matches than
+    letters that occur in the term: most words fail that count, which costs far less than a
+    SequenceMatcher."""
+    present = sum(1 for ch in word if ch in term)
+    if 2.0 * present / (len(term) + len(word)) < _FUZZY_RATIO:  # difflib's own arithmetic
+        return False
+    matcher = SequenceMatcher(None, term, word, autojunk=False)
+    return matcher.quick_ratio() >= _FUZZY_RATIO and matcher.ratio() >= _FUZZY_RATIO
 
 
 def match_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
@@ -194,12 +263,15 @@ def match_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
         return []
     folded = _Folded(text)
     found: list[tuple[int, int]] = []
+    words: list[tuple[str, tuple[int, int]]] | None = None  # split once, for all the terms
     for term in terms:
         spans = _occurrences(folded.folded, term)
         if not spans and any(is_cjk(ch) for ch in term):
             spans = _cjk_pieces(folded.folded, term)
         elif not spans:
-            spans = _similar_words(folded.folded, term)
+            if words is None:
+                words = [(m.group(), m.span()) for m in _WORD.finditer(folded.folded)]
+            spans = _similar_words(words, term)
         found.extend(folded.span(s, e) for s, e in spans)
     return _merge(found)
 
@@ -296,12 +368,37 @@ def marked_to_html(marked: str) -> str:
 def elide(marked_html: str, plain_fragment: str, whole: str) -> str:
     """Add "…" where a backend's fragment (`plain_fragment`) does not reach the ends of the
     `whole` text."""
-    fragment, whole = _SPACE.sub(" ", plain_fragment).strip(), _SPACE.sub(" ", whole).strip()
+    fragment = _SPACE.sub(" ", plain_fragment).strip()
     if not fragment:
         return marked_html
-    lead = "" if whole.startswith(fragment[:20]) else "…"
-    tail = "" if whole.endswith(fragment[-20:]) else "…"
+    lead = "" if _collapsed_start(whole, 20).startswith(fragment[:20]) else "…"
+    tail = "" if _collapsed_end(whole, 20).endswith(fragment[-20:]) else "…"
     return lead + marked_html + tail
+
+
+def _collapsed_start(text: str, chars: int) -> str:
+    """The first `chars` characters of `text` with whitespace collapsed and stripped (as
+    `_SPACE.sub(" ", text).strip()` would give them), without collapsing a whole article:
+    collapsing a prefix gives a prefix of the collapsed text."""
+    k = 4 * chars
+    while k < len(text):
+        head = _SPACE.sub(" ", text[:k]).lstrip()
+        if len(head) > chars:  # then stripping the far end cannot reach these characters
+            return head[:chars]
+        k *= 2
+    return _SPACE.sub(" ", text).strip()[:chars]
+
+
+def _collapsed_end(text: str, chars: int) -> str:
+    """The last `chars` characters of `text` collapsed and stripped: `_collapsed_start` from
+    the other end."""
+    k = 4 * chars
+    while k < len(text):
+        tail = _SPACE.sub(" ", text[-k:]).rstrip()
+        if len(tail) > chars:
+            return tail[-chars:]
+        k *= 2
+    return _SPACE.sub(" ", text).strip()[-chars:]
 
 
 __all__ = [

@@ -47,16 +47,18 @@ matches one from the other.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
+from sqlalchemy.exc import DBAPIError
 
 from helpdesk.db import Database
 from helpdesk.visibility import Scope
@@ -106,6 +108,7 @@ MAX_CORRECTIONS = 2
 CORRECTION_RATIO = 0.8
 CORRECTION_WEIGHT = 0.7
 STATS_TTL = 300.0  # seconds the term statistics are reused
+MAX_REMEMBERED_CORRECTIONS = 10_000  # misspelled words whose corrections are kept until then
 
 HEADLINE_OPTIONS = f"StartSel={hl.START}, StopSel={hl.STOP}, MaxWords=28, MinWords=12, ShortWord=2"
 TITLE_HEADLINE_OPTIONS = f"StartSel={hl.START}, StopSel={hl.STOP}, HighlightAll=true"
@@ -268,6 +271,10 @@ class TermStats:
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     floor: dict[str, float] = field(default_factory=dict)  # share of an unlisted term
     words_by_length: dict[int, list[str]] = field(default_factory=dict)
+    # the same words with the letters of each as a bit mask (see `_near`), and the answers of
+    # `corrections` so far: the statistics are reloaded every STATS_TTL seconds, and so are these
+    _lettered: dict[int, list[tuple[int, str]]] = field(default_factory=dict, repr=False)
+    _corrected: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def share(self, column: str, term: str) -> float:
         listed = self.shares.get(column)
@@ -287,29 +294,67 @@ class TermStats:
         word that is not itself common; [] for a known word, a short one, or no statistics."""
         if len(word) < MIN_CORRECTED_CHARS or self.known(word):
             return []
-        near = [
-            w
-            for length in range(len(word) - 2, len(word) + 3)
-            for w in self.words_by_length.get(length, ())
-        ]
-        return difflib.get_close_matches(word, near, n=MAX_CORRECTIONS, cutoff=CORRECTION_RATIO)
+        found = self._corrected.get(word)
+        if found is None:
+            found = difflib.get_close_matches(
+                word, self._near(word), n=MAX_CORRECTIONS, cutoff=CORRECTION_RATIO
+            )
+            if len(self._corrected) < MAX_REMEMBERED_CORRECTIONS:
+                self._corrected[word] = found
+        return list(found)
+
+    def _near(self, word: str) -> list[str]:
+        """The common words that may be within CORRECTION_RATIO of `word`, in list order.
+
+        difflib's ratio is 2 * matches / the two lengths, and a word cannot match more of its
+        letters than it has of the other's: each letter of a candidate that `word` lacks is
+        at least one position that cannot match. Comparing letter masks rules out most of a
+        word list of thousands for the cost of an AND each, where difflib's own quick checks
+        build a character count per candidate (about a millisecond per misspelled word).
+        Only words that cannot pass are left out, so the corrections are the same."""
+        if not self._lettered:
+            self._lettered = {
+                length: [(_letter_mask(w), w) for w in words]
+                for length, words in self.words_by_length.items()
+            }
+        mask = _letter_mask(word)
+        near = []
+        for length in range(len(word) - 2, len(word) + 3):
+            total = length + len(word)
+            for letters, candidate in self._lettered.get(length, ()):
+                matches = min(
+                    length - (letters & ~mask).bit_count(),
+                    len(word) - (mask & ~letters).bit_count(),
+                )
+                if 2.0 * matches / total >= CORRECTION_RATIO:  # difflib's own arithmetic
+                    near.append(candidate)
+        return near
 
     @classmethod
-    async def load(cls, session: AsyncSession) -> TermStats:
+    async def load(cls, db: asyncpg.Connection) -> TermStats:
         stats = cls()
-        for row in (await session.execute(text(_STATS_SQL))).all():
-            stats.rows = max(0.0, float(row.reltuples or 0))
-            if row.attname is None or not row.elems or not row.freqs:
+        for row in await db.fetch(_STATS_SQL):
+            stats.rows = max(0.0, float(row["reltuples"] or 0))
+            if row["attname"] is None or not row["elems"] or not row["freqs"]:
                 continue
-            elems, freqs = list(row.elems), list(row.freqs)
+            elems, freqs = list(row["elems"]), list(row["freqs"])
             # for element statistics the frequencies end with the lowest and highest one
-            stats.shares[row.attname] = dict(zip(elems, freqs[: len(elems)], strict=False))
+            stats.shares[row["attname"]] = dict(zip(elems, freqs[: len(elems)], strict=False))
             lowest = freqs[len(elems)] if len(freqs) > len(elems) else min(freqs)
-            stats.floor[row.attname] = lowest / 2
+            stats.floor[row["attname"]] = lowest / 2
         for term in sorted(stats.shares.get("search_grams", {})):
             if _WORD_TO_CORRECT.fullmatch(term):
                 stats.words_by_length.setdefault(len(term), []).append(term)
         return stats
+
+
+def _letter_mask(word: str) -> int:
+    """The letters of `word` as bits (any character maps to some bit: two sharing one only
+    make `TermStats._near` keep more candidates)."""
+    mask = 0
+    for ch in word:
+        mask |= 1 << (ord(ch) & 63)
+    return mask
 
 
 @dataclass(frozen=True)
@@ -659,11 +704,11 @@ class PostgresSearch:
             progress(count)
         return count
 
-    async def term_stats(self, session: AsyncSession) -> TermStats:
+    async def term_stats(self, db: asyncpg.Connection) -> TermStats:
         """The term statistics, read again after `STATS_TTL` seconds (ANALYZE renews them)."""
         now = time.monotonic()
         if self._stats is None or now - self._stats_at > STATS_TTL:
-            self._stats = await TermStats.load(session)
+            self._stats = await TermStats.load(db)
             self._stats_at = now
         return self._stats
 
@@ -683,12 +728,11 @@ class PostgresSearch:
             "title_options": TITLE_HEADLINE_OPTIONS,
             "body_options": HEADLINE_OPTIONS,
         }
-        async with self.database.unit_of_work() as session:
-            stats = await self.term_stats(session)
+        async with _search_transaction(self.database, parsed.threshold) as db:
+            stats = await self.term_stats(db)
             parsed = parsed.corrected(stats)
-            lexemes = await _prepare(
-                session, parsed.threshold, parsed.wanted, " ".join(parsed.corrections)
-            )
+            # Japanese articles rank by character pairs alone: no English lexemes to look up.
+            lexemes = Lexemes() if filters.language == "ja" else await _lexemes(db, parsed)
             filters_sql = _filter_sql(filters, params) + _excluded_sql(parsed, params)
             plan = _Plan.make(parsed, filters, stats, lexemes, params)
             if plan.empty:
@@ -700,12 +744,12 @@ class PostgresSearch:
             else:
                 tsquery = "NULL::tsquery"
             sql = _SEARCH_SQL.format(candidates=candidates, score=plan.score_sql(), tsquery=tsquery)
-            rows = (await session.execute(text(sql), params)).all()
+            rows = await db.fetch(*_numbered(sql, params))
             if rows:
-                total = int(rows[0].total)
+                total = int(rows[0]["total"])
             elif offset > 0:  # past the end: the window count saw no row to ride on
                 count_sql = _COUNT_SQL.format(candidates=candidates)
-                total = int(await session.scalar(text(count_sql), params) or 0)
+                total = int(await db.fetchval(*_numbered(count_sql, params)) or 0)
             else:
                 total = 0
         return SearchResult([_hit(row, parsed.terms) for row in rows], total)
@@ -742,20 +786,19 @@ class PostgresSearch:
             filters=_filter_sql(filters, params), contains=contains, prefix_query=_PREFIX_TSQUERY
         )
         terms = hl.query_terms(parsed.text)
-        async with self.database.unit_of_work() as session:
-            await _prepare(session, parsed.threshold)
-            rows = (await session.execute(text(sql), params)).all()
+        async with _search_transaction(self.database, parsed.threshold) as db:
+            rows = await db.fetch(*_numbered(sql, params))
         return [
             Hit(
-                article_id=row.id,
-                language=row.language,
-                slug=row.slug,
-                title=row.title,
-                title_html=hl.highlight(row.title, terms),
-                snippet_html=hl.snippet(row.body_start, [], width=120),
-                score=float(row.score),
-                category_id=row.category_id,
-                visibility=row.visibility,
+                article_id=row["id"],
+                language=row["language"],
+                slug=row["slug"],
+                title=row["title"],
+                title_html=hl.highlight(row["title"], terms),
+                snippet_html=hl.snippet(row["body_start"], [], width=120),
+                score=float(row["score"]),
+                category_id=row["category_id"],
+                visibility=row["visibility"],
             )
             for row in rows
         ]
@@ -782,31 +825,84 @@ class Lexemes:
     corrected: list[str] = field(default_factory=list)
 
 
-async def _prepare(
-    session: AsyncSession, threshold: float, query: str = "", corrections: str = ""
-) -> Lexemes:
-    """Settings for this transaction only, and the English lexemes of `query` and
-    `corrections`, in one round trip.
+@asynccontextmanager
+async def _search_transaction(
+    database: Database, threshold: float
+) -> AsyncIterator[asyncpg.Connection]:
+    """A read-only transaction on one of the app's pooled connections, set up for search and
+    spoken to through the driver (asyncpg) itself.
 
-    asyncpg prepares statements, and a generic plan cannot know whether a pattern is
-    selective enough for the trigram index: plan per query. And no sequential scans: for a
-    tier of common terms the planner would read the table "until enough rows matched",
-    checking each row's term vector, which is cheap only while its estimate holds; an index
-    scan costs what the terms' posting lists cost, whatever the estimate."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT set_config('pg_trgm.word_similarity_threshold', :t, true),"
-                " set_config('plan_cache_mode', 'force_custom_plan', true),"
-                " set_config('enable_seqscan', 'off', true),"
-                " tsvector_to_array(to_tsvector('english', :query)) AS typed,"
-                " tsvector_to_array(to_tsvector('english', :corrections)) AS corrected"
-            ),
-            {"t": str(threshold), "query": query, "corrections": corrections},
-        )
-    ).one()
-    typed = list(row.typed or [])
-    return Lexemes(typed, [c for c in row.corrected or [] if c not in typed])
+    The settings hold for this transaction only. asyncpg prepares statements, and a generic
+    plan cannot know whether a pattern is selective enough for the trigram index: plan per
+    query. And no sequential scans: for a tier of common terms the planner would read the
+    table "until enough rows matched", checking each row's term vector, which is cheap only
+    while its estimate holds; an index scan costs what the terms' posting lists cost,
+    whatever the estimate. `threshold` is the `%>` operator's (pg_trgm).
+
+    Why the driver: the planner reads its settings before a statement starts, so they cannot
+    ride in the query's own statement, and through SQLAlchemy BEGIN, the statement setting
+    them and COMMIT are a round trip each. Here BEGIN and the settings are one (a simple
+    query may hold several statements), and rows come back without SQLAlchemy's work per
+    statement and row: about 1 ms of CPU and latency per search (bench/kb_search.py).
+
+    On failure it does what SQLAlchemy would: a driver error is raised as a `DBAPIError` (the
+    app answers an outage with 503, whatever the query), and a connection whose statement
+    failed or was cancelled is discarded (the server rolls back) instead of going back to
+    the pool inside this transaction.
+    """
+    async with database.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        db: asyncpg.Connection = raw.driver_connection
+        try:
+            await db.execute(
+                "BEGIN READ ONLY; SET LOCAL plan_cache_mode = force_custom_plan;"
+                " SET LOCAL enable_seqscan = off;"
+                f" SET LOCAL pg_trgm.word_similarity_threshold = {float(threshold)}"
+            )
+            yield db
+            await db.execute("COMMIT")
+        except BaseException as exc:
+            await conn.invalidate()
+            if isinstance(
+                exc, asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError
+            ):
+                raise DBAPIError(None, None, exc) from exc
+            raise
+
+
+# SQLAlchemy's `text()` parameters (":name", not "::type"), numbered for the driver.
+_NAMED_PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+
+
+def _numbered(sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """`sql` with its `:name` parameters as `$1`, `$2`..., followed by their values: the
+    arguments of asyncpg's `fetch`. The SQL is written with names, as elsewhere in the app."""
+    numbered, names = _numbering(sql)
+    return [numbered, *(params[name] for name in names)]
+
+
+@functools.lru_cache(maxsize=256)
+def _numbering(sql: str) -> tuple[str, tuple[str, ...]]:
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${names.setdefault(match.group(1), len(names) + 1)}"
+
+    return _NAMED_PARAMETER.sub(number, sql), tuple(names)
+
+
+async def _lexemes(db: asyncpg.Connection, query: _Query) -> Lexemes:
+    """The English lexemes of the query and of its spelling corrections (PostgreSQL's
+    `english` configuration: stemmed, without stop words)."""
+    row = await db.fetchrow(
+        "SELECT tsvector_to_array(to_tsvector('english', $1)) AS typed,"
+        " tsvector_to_array(to_tsvector('english', $2)) AS corrected",
+        query.wanted,
+        " ".join(query.corrections),
+    )
+    typed = list(row["typed"] or []) if row else []
+    corrected = list(row["corrected"] or []) if row else []
+    return Lexemes(typed, [c for c in corrected if c not in typed])
 
 
 def _single_word(query: _Query) -> str | None:
@@ -830,27 +926,30 @@ def _excluded_sql(query: _Query, params: dict[str, Any]) -> str:
     return f" AND NOT ({condition})"
 
 
-def _hit(row: Any, terms: list[str]) -> Hit:
-    if row.title_headline and hl.START in row.title_headline:
-        title_html = hl.marked_to_html(row.title_headline)
+def _hit(row: Mapping[str, Any], terms: list[str]) -> Hit:
+    """A row of `_SEARCH_SQL` as a hit: English articles come with ts_headline's marks (which
+    know stemming: "refunds" marks "refund"); the others are marked by highlight.py."""
+    title_headline, body_headline = row["title_headline"], row["body_headline"]
+    if title_headline and hl.START in title_headline:
+        title_html = hl.marked_to_html(title_headline)
     else:
-        title_html = hl.highlight(row.title, terms)
-    if row.body_headline and hl.START in row.body_headline:
+        title_html = hl.highlight(row["title"], terms)
+    if body_headline and hl.START in body_headline:
         snippet_html = hl.elide(
-            hl.marked_to_html(row.body_headline),
-            hl.strip_sentinels(row.body_headline),
-            row.body_text,
+            hl.marked_to_html(body_headline),
+            hl.strip_sentinels(body_headline),
+            row["body_text"],
         )
     else:
-        snippet_html = hl.snippet(row.body_text, terms)
+        snippet_html = hl.snippet(row["body_text"], terms)
     return Hit(
-        article_id=row.id,
-        language=row.language,
-        slug=row.slug,
-        title=row.title,
+        article_id=row["id"],
+        language=row["language"],
+        slug=row["slug"],
+        title=row["title"],
         title_html=title_html,
         snippet_html=snippet_html,
-        score=float(row.score),
-        category_id=row.category_id,
-        visibility=row.visibility,
+        score=float(row["score"]),
+        category_id=row["category_id"],
+        visibility=row["visibility"],
     )
