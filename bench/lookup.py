@@ -740,20 +740,24 @@ def start_server(url: str, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
         "HELPDESK_DATA_DIR": str(data_dir),
         "HELPDESK_SECRET_KEY": SECRET,
     }
-    proc = subprocess.Popen(
-        [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Output to a file, never an unread pipe: a server whose pipe buffer fills (its access log
+    # does after a few hundred requests) blocks in its next log write, event loop and all.
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"helpdesk-serve-{port}.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"helpdesk serve exited with {proc.returncode}:\n{proc.stdout.read()}"
-            )  # type: ignore[union-attr]
+            output = log_path.read_text(encoding="utf-8", errors="replace")
+            raise RuntimeError(f"helpdesk serve exited with {proc.returncode}:\n{output}")
         try:
             if httpx.get(base + "/readyz", timeout=1.0, trust_env=False).status_code == 200:
                 return proc, base
