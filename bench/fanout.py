@@ -333,10 +333,20 @@ async def db_facts(url: str) -> dict[str, str]:
 # -- server processes ------------------------------------------------------------------------
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, never one this run handed out before: servers started in a
+    row bind later, and the kernel may offer a just-released port twice (seen with four
+    servers: two got one port, one failed to bind, and the other answered for both)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass

@@ -1394,6 +1394,9 @@ async def run_config(
     procs: list[dict[str, Any]] = []
     try:
         await asyncio.gather(*(asyncio.to_thread(fanout.wait_ready, s) for s in servers))
+        for i, s in enumerate(servers):  # ready, and each answering on its own port
+            if s.proc.poll() is not None:
+                raise RuntimeError(f"server {i + 1} exited:\n{s.log.read_text()[-2000:]}")
         if worker is not None and worker.poll() is not None:
             assert worker_log is not None
             raise RuntimeError(f"helpdesk worker exited:\n{worker_log.read_text()[-2000:]}")
