@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from helpdesk import audit, sla
+from helpdesk import audit, sla, visibility
 from helpdesk.business_time import DAYS, BusinessCalendar, Interval, parse_weekly
 from helpdesk.errors import InvalidInput, NotFound
 from helpdesk.models import (
@@ -769,14 +769,17 @@ async def preview(session: AsyncSession, facts: CaseFacts, *, case: Case | None 
     return Preview(facts, policy, tuple(clocks), case=case)
 
 
-async def preview_case(session: AsyncSession, number: int) -> Preview:
+async def preview_case(
+    session: AsyncSession, number: int, *, scope: visibility.Scope | None = None
+) -> Preview:
     """The preview for an existing case (by its number): its facts as they are now, from its
-    creation time, with its stored clocks alongside."""
+    creation time, with its stored clocks alongside; 403 for another team's case."""
     case = await session.scalar(select(Case).where(Case.number == number))
     if case is None:
         raise InvalidFields(
             {"case": FieldError(_("There is no case #%(number)s."), {"number": number})}
         )
+    visibility.check(scope, case)
     customer = await session.get(Customer, case.customer_id)
     facts = CaseFacts(
         priority=case.priority,

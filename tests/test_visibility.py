@@ -357,3 +357,14 @@ async def test_an_agent_moved_to_another_team_gets_that_teams_events_at_once(
         assert conn.team_id == teams["team_b"]
     finally:
         hub.unregister(conn)
+
+
+async def test_the_sla_preview_of_another_teams_case_is_refused(client, teams):
+    _, b_number = teams["cases"]["b"]
+    _, a_number = teams["cases"]["a"]
+    sup = teams["a_supervisor"].headers
+    r = await client.get(f"/api/sla/preview?case={b_number}", headers=sup)
+    assert r.status_code == 403 and f"#{b_number}" in r.json()["error"]["message"]
+    assert (await client.get(f"/api/sla/preview?case={a_number}", headers=sup)).status_code == 200
+    r = await client.get(f"/api/sla/preview?case={b_number}", headers=teams["admin"].headers)
+    assert r.status_code == 200

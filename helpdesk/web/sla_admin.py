@@ -26,7 +26,7 @@ from helpdesk.models import CHANNELS, PRIORITIES, TIERS, Team
 from helpdesk.sla_admin import _  # marks the messages below for extraction
 from helpdesk.web.forms import path_id
 from helpdesk.web.render import is_htmx, iso, render, viewer_for
-from helpdesk.web.security import requires
+from helpdesk.web.security import requires, scope
 
 ADMIN = ("admin",)
 VIEWERS = ("supervisor", "admin")
@@ -354,7 +354,7 @@ async def _run_preview(
 ) -> sla_admin.Preview:
     async with request.app.state.db.unit_of_work() as session:
         if number is not None:
-            return await sla_admin.preview_case(session, number)
+            return await sla_admin.preview_case(session, number, scope=scope(request))
         assert facts is not None
         return await sla_admin.preview(session, facts)
 
