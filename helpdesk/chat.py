@@ -291,14 +291,15 @@ _APPEND = text(
           AND NOT EXISTS (
               SELECT 1 FROM chat_messages WHERE conversation_id = :cid AND client_id = :client
           )
-        RETURNING last_seq, agent_id, case_id, visitor_name
+        RETURNING last_seq, agent_id, case_id, visitor_name, team_id
     )
     INSERT INTO chat_messages (conversation_id, seq, client_id, sender, author_user_id, name,
                                body, file_id)
     SELECT :cid, c.last_seq, :client, :sender, :author,
            coalesce(CAST(:name AS text), c.visitor_name), :body, :file
     FROM c
-    RETURNING seq, created_at, name, (SELECT agent_id FROM c), (SELECT case_id FROM c)
+    RETURNING seq, created_at, name, (SELECT agent_id FROM c), (SELECT case_id FROM c),
+              (SELECT team_id FROM c)
     """
 )
 
@@ -396,7 +397,7 @@ async def post(
             row = (await session.execute(_APPEND, params)).first()
             queued = True
     if row is not None:
-        seq, created_at, name, agent_id, case_id = row
+        seq, created_at, name, agent_id, case_id, team_id = row
         if case_id is not None:  # SLA: an agent's message answers, a visitor's asks
             if sender == "agent":
                 await sla.on_agent_public_reply(session, case_id, created_at)
@@ -420,6 +421,7 @@ async def post(
                 frame,
                 users=(agent_id,) if agent_id else (),
                 topics=(f"chat:{conversation_id}",),
+                team=team_id,
             ),
         )
         return Posted(seq, False, conversation_id, queued)
@@ -468,6 +470,7 @@ async def _system(session: AsyncSession, conv: ChatConversation, what: str, name
             frame,
             users=(conv.agent_id,) if conv.agent_id else (),
             topics=(f"chat:{conv.id}",),
+            team=conv.team_id,
         ),
     )
     return seq
@@ -576,7 +579,7 @@ async def typing(session: AsyncSession, conv: ChatConversation, *, sender: str, 
             return
         event = events.Event("chat_typing", data, users=(conv.agent_id,))
     else:
-        event = events.Event("chat_typing", data, topics=(f"chat:{conv.id}",))
+        event = events.Event("chat_typing", data, topics=(f"chat:{conv.id}",), team=conv.team_id)
     await events.publish(session, event)
 
 

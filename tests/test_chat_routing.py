@@ -895,3 +895,31 @@ async def test_the_visitor_is_linked_to_a_customer(db, online):
     two = await load(db, await new_chat(db, "Anon"))
     assert one.customer_id != two.customer_id
     assert await _count(db, Customer) == 5
+
+
+async def test_a_teams_chat_events_and_waiting_list_stay_with_that_team(db, online, published):
+    """Row-level rule (helpdesk/visibility.py): a chat routed to a team carries the team on
+    its staff events (the hub keeps them from other teams' sockets), and an agent of another
+    team neither lists it as waiting nor opens it."""
+    billing = await online("Billing agent", team="Billing")
+    other = await online("Support agent", team="Support")
+    conv_id = await new_chat(db, team="Billing")
+    await route(db)
+    conv = await accept(db, conv_id, billing)
+    billing_id = await team_id(db, "Billing")
+    assert conv.team_id == billing_id
+    async with db.unit_of_work() as session:
+        await chat.post(
+            session, conv_id, sender="agent", body="はい", client_id="a1", author=billing
+        )
+    staff_events = [e for e in published if e.type in ("chat_message", "chat_state")]
+    assert staff_events and all(e.team == billing_id for e in staff_events)
+
+    waiting = await new_chat(db, team="Billing", name="二人目")
+    async with db.unit_of_work() as session:
+        lists = await chat.lists_for(session, other)
+        assert waiting not in [c["id"] for c in lists["waiting"]]
+        with pytest.raises(Forbidden, match="another team"):
+            await chat.view(session, waiting, other)
+        lists = await chat.lists_for(session, billing)
+        assert waiting in [c["id"] for c in lists["waiting"]]
