@@ -299,33 +299,33 @@ def summary_ms(values: list[float]) -> dict[str, float | int | None]:
 
 
 @dataclass(eq=False)
-class Agent:
+class Staffer:
+    """A desk user the generator plays: their socket, and the frames it got by type."""
+
     index: int
     staff: fanout.Staff
-    extension: str
     team: str | None
     ws: Any = None
-    on_call: bool = False
-    on_break: bool = False
-    pending_presence: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
     frames: Counter[str] = field(default_factory=Counter)
+    prefix = "?"  # of `target`, per kind
 
     @property
     def target(self) -> str:
-        return f"a{self.index}"
+        return f"{self.prefix}{self.index}"
 
 
 @dataclass(eq=False)
-class Supervisor:
-    index: int
-    staff: fanout.Staff
-    team: str | None
-    ws: Any = None
-    frames: Counter[str] = field(default_factory=Counter)
+class Agent(Staffer):
+    extension: str = ""
+    on_call: bool = False
+    on_break: bool = False
+    pending_presence: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
+    prefix = "a"
 
-    @property
-    def target(self) -> str:
-        return f"s{self.index}"
+
+@dataclass(eq=False)
+class Supervisor(Staffer):
+    prefix = "s"
 
 
 @dataclass(eq=False)
@@ -606,7 +606,9 @@ class Desk:
         # table compares like with like.
         self.rng = random.Random(args.seed)
         self.tally = Tally()
-        self.agents = [Agent(i, s, ext, team) for i, (s, ext, team) in enumerate(seeded.agents)]
+        self.agents = [
+            Agent(i, s, team, extension=ext) for i, (s, ext, team) in enumerate(seeded.agents)
+        ]
         self.supervisors = [
             Supervisor(j, s, team) for j, (s, team) in enumerate(seeded.supervisors)
         ]
