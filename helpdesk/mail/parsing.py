@@ -536,7 +536,7 @@ class _Headers:
             pairs = []
         result = []
         for display, addr in pairs:
-            addr = addr.strip().strip("<>").lower()
+            addr = _clean_text(addr.strip().strip("<>").lower())
             if _ADDR_SPEC.match(addr):
                 result.append((_decode_words(display, f"{name} header", self._errors), addr))
         if not result:
@@ -884,11 +884,15 @@ def _safe_name(name: str | None, number: int, extension: str) -> str:
 
 def _utf8_header(value: str) -> str:
     """A header as an SMTPUTF8 MTA delivers it (RFC 6532: raw UTF-8, `From: <ken@例え.jp>`)
-    reaches us as surrogate escapes of its bytes; read them as the UTF-8 they are (invalid
-    bytes as U+FFFD), so addresses, names and subjects are text PostgreSQL accepts."""
+    reaches us as surrogate escapes of its bytes: read them as the UTF-8 they are. Raw bytes
+    of another charset (Shift_JIS from an old client) stay escaped for `_decode_words` to
+    guess; what is left of them anywhere else is cleaned like any text (`_clean_text`)."""
     if not any("\udc80" <= c <= "\udcff" for c in value):
         return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 def _clean_text(text: str) -> str:
