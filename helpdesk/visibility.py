@@ -65,10 +65,15 @@ def cases_clause(scope: Scope | None, case: Any = Case) -> ColumnElement[bool]:
 
 
 def interactions_clause(scope: Scope | None, case_id: Any = Interaction.case_id) -> Any:
-    """A WHERE clause keeping interactions of visible cases and those of no case."""
+    """A WHERE clause keeping interactions of visible cases and those of no case.
+
+    A correlated EXISTS, so each interaction costs one primary-key probe of its case: an
+    IN over "every visible case" would read the whole cases table for one customer's page.
+    """
     if scope is None:
         return true()
-    return or_(case_id.is_(None), case_id.in_(select(Case.id).where(cases_clause(scope))))
+    visible_case = select(Case.id).where(Case.id == case_id, cases_clause(scope))
+    return or_(case_id.is_(None), visible_case.exists())
 
 
 def check(scope: Scope | None, case: Case) -> None:
