@@ -1306,36 +1306,34 @@ async def verify(url: str, desk: Desk) -> dict[str, dict[str, Any]]:
     would have)."""
     tag = desk.tag
     conn = await fanout.raw_connect(url)
+
+    async def tally(sql: str, arg: Any) -> dict[str, Any]:
+        """Rows of (key, value) as a dict: how often each key was stored, or its state."""
+        return {r[0]: r[1] for r in await conn.fetch(sql, arg)}
+
     try:
-        rows = await conn.fetch(
-            "SELECT meta->>'message_id' AS mid, count(*) AS n FROM interactions "
+        emails = await tally(
+            "SELECT meta->>'message_id', count(*) FROM interactions "
             "WHERE kind = 'email' AND direction = 'in' AND meta->>'message_id' LIKE $1 "
             "GROUP BY 1",
             f"load-{tag}-%",
         )
-        emails = {r["mid"]: r["n"] for r in rows}
-        rows = await conn.fetch(
-            "SELECT message_id, count(*) AS n FROM mail_outbox "
+        outbox = await tally(
+            "SELECT message_id, count(*) FROM mail_outbox "
             "WHERE message_id = ANY($1::text[]) GROUP BY 1",
             list(desk.replies_ok.values()),
         )
-        outbox = {r["message_id"]: r["n"] for r in rows}
-        rows = await conn.fetch(
-            "SELECT substring(text from 'LOADREF ([A-Za-z0-9._:-]+)') AS ref, count(*) AS n "
+        entries = await tally(
+            "SELECT substring(text from 'LOADREF ([A-Za-z0-9._:-]+)'), count(*) "
             "FROM interactions WHERE kind = 'email' AND direction = 'out' AND text LIKE $1 "
             "GROUP BY 1",
             f"%LOADREF {tag}-%",
         )
-        entries = {r["ref"]: r["n"] for r in rows}
-        rows = await conn.fetch(
-            "SELECT client_id, count(*) AS n FROM chat_messages WHERE client_id LIKE $1 GROUP BY 1",
+        chats = await tally(
+            "SELECT client_id, count(*) FROM chat_messages WHERE client_id LIKE $1 GROUP BY 1",
             f"{tag}-%",
         )
-        chats = {r["client_id"]: r["n"] for r in rows}
-        rows = await conn.fetch(
-            "SELECT call_id, state FROM calls WHERE call_id LIKE $1", f"{tag}-%"
-        )
-        calls = {r["call_id"]: r["state"] for r in rows}
+        calls = await tally("SELECT call_id, state FROM calls WHERE call_id LIKE $1", f"{tag}-%")
     finally:
         await conn.close()
 
