@@ -124,14 +124,8 @@ async def list_agents(
             )
         ).all()
     )
-    open_counts = dict(
-        (
-            await session.execute(
-                select(Case.assignee_id, func.count())
-                .where(Case.assignee_id.in_(ids), Case.status.in_(OPEN_STATUSES))
-                .group_by(Case.assignee_id)
-            )
-        ).all()
+    open_counts = await _count_by(
+        session, Case.assignee_id, Case.assignee_id.in_(ids), Case.status.in_(OPEN_STATUSES)
     )
     rows = [
         AgentRow(
@@ -380,23 +374,9 @@ class TeamRow:
 
 async def list_teams(session: AsyncSession) -> list[TeamRow]:
     teams = list(await session.scalars(select(Team).order_by(Team.name)))
-    members = dict(
-        (
-            await session.execute(
-                select(User.team_id, func.count())
-                .where(User.team_id.is_not(None))
-                .group_by(User.team_id)
-            )
-        ).all()
-    )
-    open_cases = dict(
-        (
-            await session.execute(
-                select(Case.team_id, func.count())
-                .where(Case.team_id.is_not(None), Case.status.in_(OPEN_STATUSES))
-                .group_by(Case.team_id)
-            )
-        ).all()
+    members = await _count_by(session, User.team_id, User.team_id.is_not(None))
+    open_cases = await _count_by(
+        session, Case.team_id, Case.team_id.is_not(None), Case.status.in_(OPEN_STATUSES)
     )
     return [TeamRow(t, members.get(t.id, 0), open_cases.get(t.id, 0)) for t in teams]
 
@@ -507,12 +487,14 @@ async def rotate_cti_token(
 
 async def outbox_counts(session: AsyncSession) -> dict[str, int]:
     """Outbound mail by state (pending, sent, failed), zeros included."""
-    rows = dict(
-        (
-            await session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state))
-        ).all()
-    )
+    rows = await _count_by(session, OutboxMail.state)
     return {state: rows.get(state, 0) for state in OUTBOX_STATES}
+
+
+async def _count_by(session: AsyncSession, column: Any, *where: Any) -> dict[Any, int]:
+    """How many rows (of `column`'s table, matching `where`) there are per value of `column`."""
+    stmt = select(column, func.count()).where(*where).group_by(column)
+    return {key: int(n) for key, n in (await session.execute(stmt)).all()}
 
 
 def redacted_url(url: str | None) -> str:
